@@ -1,0 +1,56 @@
+# tinymatch: one-command setup, tests, the report pipeline and JupyterLab.
+# Every target after `setup` uses the project's own virtual environment in .venv/.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TM     := $(BIN)/tinymatch
+PROFILE ?= cpu
+RUN_DIR ?= runs/$(PROFILE)
+# Dataset: DATA=..., else $TINYMATCH_DATA, else the shared copy beside the repo, else data/ (downloaded).
+DATA ?= $(or $(TINYMATCH_DATA),$(wildcard ../shared/data/tiny-imagenet-200-train.zip),data/tiny-imagenet-200.zip)
+
+.PHONY: setup system-packages test report data lab bench clean-venv
+
+setup: system-packages $(BIN)/tinymatch
+
+$(BIN)/tinymatch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[all]'
+	@touch $@
+
+# Headless Chromium renders the PDF report. Installed with apt-get when we are root on Debian/Ubuntu;
+# otherwise say what is missing (the HTML report still renders without it).
+system-packages:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  echo "chromium: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-dejavu-core >/dev/null && echo "chromium: installed"; \
+	else \
+	  echo "chromium: not found; install Debian's 'chromium' package for the PDF report"; \
+	fi
+
+test: $(BIN)/tinymatch
+	$(BIN)/python -m pytest -q
+
+data: $(BIN)/tinymatch
+	@[ -e "$(DATA)" ] || $(TM) download --data "$(DATA)"
+	$(TM) data --data "$(DATA)"
+
+report: $(BIN)/tinymatch
+	@[ -e "$(DATA)" ] || [ "$(PROFILE)" = smoke ] || $(TM) download --data "$(DATA)"
+	$(TM) report --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),,--data "$(DATA)") --out $(RUN_DIR)
+
+lab: $(BIN)/tinymatch
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(BIN)/tinymatch
+	$(BIN)/python benchmarks/bench_loss.py --out benchmarks/results/loss.json
+	$(BIN)/python benchmarks/bench_eval.py --out benchmarks/results/eval.json
+	$(BIN)/python benchmarks/bench_data.py "$(DATA)" --out benchmarks/results/data.json
+	$(BIN)/python benchmarks/bench_train.py --data "$(DATA)" --out benchmarks/results/train.json
+
+clean-venv:
+	rm -rf $(VENV)

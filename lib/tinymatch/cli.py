@@ -1,0 +1,176 @@
+"""`tinymatch` command line: download, data, train, evaluate, match, report.
+
+Each subcommand is a thin `_cmd_<name>(args)` that parses nothing itself and calls one library
+function; errors a user can fix (bad path, corrupt file, bad parameter) are printed as one line and
+exit with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tinymatch.config import PROFILES, Config, resolve_data_path
+
+
+class UserError(Exception):
+    """An error caused by input the user can fix; printed without a traceback."""
+
+
+def _add_data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None,
+                        help="dataset directory or zip (default: $TINYMATCH_DATA, else data/tiny-imagenet-200)")
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    """--config FILE (else --profile) with --data applied on top."""
+    if getattr(args, "config", None):
+        config = Config.load(args.config)
+    else:
+        config = Config.from_profile(getattr(args, "profile", None) or "cpu")
+    if getattr(args, "data", None):
+        config = config.replace(data=str(args.data))
+    return config
+
+
+# --- subcommands ----------------------------------------------------------------------------------
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from tinymatch import data
+
+    dest = resolve_data_path(args.data)
+    if dest.suffix != ".zip":
+        dest = dest.with_suffix(".zip") if dest.name.endswith("tiny-imagenet-200") else dest / "tiny-imagenet-200.zip"
+    path = data.download(dest, progress=not args.quiet)
+    print(f"downloaded and verified: {path}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from tinymatch import data
+
+    source = resolve_data_path(args.data)
+    dataset = data.load_dataset(source, cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
+                                progress=not args.quiet)
+    summary = data.summarize(dataset)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(data.format_summary(summary))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tinymatch import train
+
+    config = _load_config(args)
+    result = train.train(config, args.out, progress=not args.quiet)
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tinymatch import evaluate
+
+    metrics = evaluate.evaluate_model_file(args.model, resolve_data_path(args.data), split=args.split,
+                                           out=args.out, progress=not args.quiet)
+    if not args.out:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        print(f"metrics written to {args.out}")
+    return 0
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from tinymatch import evaluate
+
+    result = evaluate.match_files(args.model, args.image_a, args.image_b)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        verdict = "MATCH" if result["match"] else "NO MATCH"
+        print(f"distance {result['distance']:.4f}  threshold {result['threshold']:.4f}  {verdict}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tinymatch import report
+
+    config = _load_config(args)
+    outputs = report.run_report(config, run_dir=args.out, reports_dir=args.reports_dir,
+                                figs_dir=args.figs_dir, pdf=not args.no_pdf, progress=not args.quiet)
+    for name, path in outputs.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinymatch", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="fetch the official Tiny ImageNet zip (resumable, md5-checked)")
+    _add_data_arg(p)
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("data", help="summary of a dataset: classes, images per split, grayscale, corrupt")
+    _add_data_arg(p)
+    p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: beside the data)")
+    p.add_argument("--skip-corrupt", action="store_true", help="log and count corrupt images instead of failing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train an embedding model into a run directory")
+    p.add_argument("--config", default=None, help="config JSON (default: the --profile)")
+    p.add_argument("--profile", choices=PROFILES, default="cpu")
+    _add_data_arg(p)
+    p.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="verification and retrieval metrics of a trained model")
+    p.add_argument("--model", required=True, help="RUN_DIR/model.keras")
+    _add_data_arg(p)
+    p.add_argument("--split", choices=("seen", "unseen", "official-val"), default="seen")
+    p.add_argument("--out", default=None, help="metrics JSON (default: print)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("match", help="are two images of the same class?")
+    p.add_argument("--model", required=True, help="RUN_DIR/siamese.keras")
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_match)
+
+    p = sub.add_parser("report", help="run the notebook pipeline and render reports/report.{html,pdf}")
+    p.add_argument("--config", default=None, help="config JSON (default: the --profile)")
+    p.add_argument("--profile", choices=PROFILES, default="cpu")
+    _add_data_arg(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<profile>)")
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--figs-dir", default="figs")
+    p.add_argument("--no-pdf", action="store_true", help="HTML only")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, FileNotFoundError, ValueError) as err:
+        # Library errors of these types name the file or parameter at fault.
+        print(f"tinymatch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tinymatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser", "UserError"]

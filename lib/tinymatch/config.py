@@ -1,0 +1,246 @@
+"""The one typed configuration of a tinymatch run.
+
+A `Config` is what notebooks receive as papermill parameters (as a plain dict, see `Config.to_dict`),
+what the CLI reads with `--config FILE`, and what every run saves beside its outputs as
+`config.json`. Profiles (`smoke`, `cpu`, `gpu`) are named starting points; any field can be
+overridden on top of a profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("smoke", "cpu", "gpu")
+BACKBONES = ("compact", "resnet50", "vgg16", "inceptionv3", "mobilenetv2", "efficientnetb0")
+LOSSES = ("semihard", "hard")
+DISTANCE_METRICS = ("L2", "squared-L2", "angular")
+THRESHOLD_METHODS = ("accuracy", "youden", "far")
+SPLIT_PROTOCOLS = ("seen", "unseen")
+
+DATA_ENV_VAR = "TINYMATCH_DATA"
+DEFAULT_DATA_DIR = Path("data")
+
+
+@dataclass
+class Config:
+    """Every knob of a run. Field comments say what the field does and its unit."""
+
+    profile: str = "cpu"
+    seed: int = 1337
+
+    # --- data --------------------------------------------------------------------------------------
+    data: str = ""  # dataset dir or zip; "" means $TINYMATCH_DATA, else data/tiny-imagenet-200(.zip)
+    cache_dir: str = ""  # decoded uint8 cache; "" means <data's parent>/cache
+    skip_corrupt: bool = False  # log and count corrupt JPEGs instead of failing
+    max_classes: int = 0  # 0 = all classes (a subset keeps smoke runs fast)
+    max_images_per_class: int = 0  # 0 = all images of each class
+    protocol: str = "seen"  # split the model is trained and selected on: seen | unseen
+    unseen_train_classes: int = 150  # class-disjoint protocol: classes to train on, the rest held out
+    val_fraction: float = 0.1  # seen protocol: per class; unseen protocol: of the held-out classes
+    test_fraction: float = 0.1  # seen protocol: per class; unseen protocol: the rest of held-out ones
+
+    # --- batches and augmentation -----------------------------------------------------------------
+    classes_per_batch: int = 32  # P
+    images_per_class: int = 4  # K (>= 2: semi-hard mining needs positives in every batch)
+    augment: bool = True
+    zoom: float = 0.3
+    flip: str = "horizontal"
+    rotation: float = 0.2  # fraction of a full turn, as keras.layers.RandomRotation
+    translation: float = 0.2
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+    # --- model -------------------------------------------------------------------------------------
+    backbone: str = "compact"
+    weights: str = ""  # "" (random init), "imagenet", or a path to a weights file
+    image_size: int = 64  # network input side in pixels (images are resized from 64 when larger)
+    width: int = 32  # compact backbone: filters of the first stage (doubles per stage)
+    embedding_dim: int = 128
+    freeze_backbone_epochs: int = 0  # transfer learning: train only the head for this many epochs
+    dropout: float = 0.0
+
+    # --- loss and optimisation ---------------------------------------------------------------------
+    loss: str = "semihard"
+    margin: float = 0.5
+    distance_metric: str = "L2"
+    soft: bool = False  # TripletHardLoss soft margin
+    warmup_epochs: int = 0  # optional softmax-classification warm-up before triplet training
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine | constant
+    weight_decay: float = 0.0
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0 = one pass over the training images
+    early_stopping_patience: int = 3
+    jit_compile: bool = False
+    mixed_precision: bool = False
+
+    # --- evaluation --------------------------------------------------------------------------------
+    max_positive_pairs: int = 5000  # per split part; as many negatives are drawn
+    hard_negatives: bool = False
+    threshold_method: str = "accuracy"
+    target_far: float = 1e-2  # used when threshold_method == "far"
+    bootstrap_samples: int = 200
+    retrieval_top_k: int = 5
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the offending parameter."""
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"config.{name}={value!r}: must be one of {', '.join(allowed)}")
+
+        def positive(name: str, minimum: float = 1) -> None:
+            value = getattr(self, name)
+            if value < minimum:
+                raise ValueError(f"config.{name}={value!r}: must be >= {minimum}")
+
+        choice("profile", PROFILES)
+        choice("backbone", BACKBONES)
+        choice("loss", LOSSES)
+        choice("distance_metric", DISTANCE_METRICS)
+        choice("threshold_method", THRESHOLD_METHODS)
+        choice("protocol", SPLIT_PROTOCOLS)
+        choice("lr_schedule", ("cosine", "constant"))
+        choice("optimizer", ("adam", "adamw", "sgd"))
+        positive("classes_per_batch", 2)
+        positive("images_per_class", 2)
+        positive("image_size", 32)
+        positive("embedding_dim", 2)
+        positive("epochs", 1)
+        positive("width", 4)
+        for name in ("max_classes", "max_images_per_class", "steps_per_epoch", "warmup_epochs",
+                     "freeze_backbone_epochs", "early_stopping_patience"):
+            positive(name, 0)
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"config.learning_rate={self.learning_rate!r}: must be in (0, 1)")
+        if self.margin < 0:
+            raise ValueError(f"config.margin={self.margin!r}: must be >= 0")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ValueError(f"config.{name}={value!r}: must be in (0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("config.val_fraction + config.test_fraction must be < 1")
+        if not 0 < self.target_far < 1:
+            raise ValueError(f"config.target_far={self.target_far!r}: must be in (0, 1)")
+
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_profile(cls, profile: str = "cpu", **overrides: Any) -> "Config":
+        """The named profile with `overrides` applied on top."""
+        if profile not in PROFILES:
+            raise ValueError(f"profile={profile!r}: must be one of {', '.join(PROFILES)}")
+        values = dict(_PROFILE_VALUES[profile])
+        values.update(overrides)
+        values["profile"] = profile
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown config parameter(s): {', '.join(unknown)}")
+        coerced = {name: _coerce(known[name], value) for name, value in values.items()}
+        return cls(**coerced)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Config":
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a JSON object")
+        try:
+            return cls.from_dict(values)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write config.json atomically (a crash never leaves half a file)."""
+        from tinymatch.io_utils import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def training_key(self) -> dict[str, Any]:
+        """The fields that decide a trained model; a finished run with the same key is reused."""
+        evaluation_only = {"max_positive_pairs", "hard_negatives", "threshold_method", "target_far",
+                           "bootstrap_samples", "retrieval_top_k", "eval_batch_size", "data",
+                           "cache_dir"}
+        return {k: v for k, v in self.to_dict().items() if k not in evaluation_only}
+
+
+def _coerce(spec: dataclasses.Field, value: Any) -> Any:
+    """JSON and papermill hand over ints for floats and the like; keep the declared types."""
+    kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+    try:
+        if kind == "float":
+            return float(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind == "str":
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config.{spec.name}={value!r}: expected {kind}") from None
+    return value
+
+
+def resolve_data_path(data: str | os.PathLike | None = None) -> Path:
+    """`--data PATH`, else $TINYMATCH_DATA, else data/tiny-imagenet-200 (dir) or its zip."""
+    if data:
+        return Path(data).expanduser()
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    directory = DEFAULT_DATA_DIR / "tiny-imagenet-200"
+    if directory.is_dir():
+        return directory
+    return DEFAULT_DATA_DIR / "tiny-imagenet-200.zip"
+
+
+# Profiles. `smoke`: synthetic data and a tiny network, seconds. `cpu`: the real train set on
+# 2 cores within 45 minutes (see benchmarks/README.md for how it was chosen). `gpu`: full scale.
+_PROFILE_VALUES: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        max_classes=12, max_images_per_class=24, unseen_train_classes=8, classes_per_batch=6,
+        images_per_class=4, width=8, embedding_dim=16, epochs=2, steps_per_epoch=4,
+        early_stopping_patience=0, max_positive_pairs=300, bootstrap_samples=20, eval_batch_size=64,
+        val_fraction=0.2, test_fraction=0.2,
+    ),
+    "cpu": dict(),
+    "gpu": dict(
+        backbone="efficientnetb0", weights="imagenet", image_size=224, classes_per_batch=64,
+        images_per_class=4, embedding_dim=256, epochs=30, freeze_backbone_epochs=3,
+        mixed_precision=True, learning_rate=3e-4, early_stopping_patience=5,
+    ),
+}
+
+__all__ = ["Config", "PROFILES", "resolve_data_path"]
