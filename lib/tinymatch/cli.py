@@ -62,9 +62,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    config = _load_config(args)  # validate the config before the slow TensorFlow import
     from tinymatch import train
 
-    config = _load_config(args)
     result = train.train(config, args.out, progress=not args.quiet)
     print(f"run directory: {result.run_dir}")
     return 0
@@ -95,9 +95,9 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    config = _load_config(args)
     from tinymatch import report
 
-    config = _load_config(args)
     outputs = report.run_report(config, run_dir=args.out, reports_dir=args.reports_dir,
                                 figs_dir=args.figs_dir, pdf=not args.no_pdf, progress=not args.quiet)
     for name, path in outputs.items():
