@@ -39,11 +39,14 @@ def _load_config(args: argparse.Namespace) -> Config:
 def _cmd_download(args: argparse.Namespace) -> int:
     from tinymatch import data
 
+    # --data names the zip, or the folder to put tiny-imagenet-200.zip in.
     dest = resolve_data_path(args.data)
     if dest.suffix != ".zip":
         dest = dest.with_suffix(".zip") if dest.name.endswith("tiny-imagenet-200") else dest / "tiny-imagenet-200.zip"
-    path = data.download(dest, progress=not args.quiet)
+    md5 = None if args.md5.lower() == "none" else args.md5
+    path = data.download(dest, url=args.url, md5=md5, progress=not args.quiet, timeout=args.timeout)
     print(f"downloaded and verified: {path}")
+    print(f"use it with: tinymatch data --data {path}   (or export TINYMATCH_DATA={path})")
     return 0
 
 
@@ -52,6 +55,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     source = resolve_data_path(args.data)
     dataset = data.load_dataset(source, cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
+                                max_classes=args.max_classes,
+                                max_images_per_class=args.max_images_per_class,
                                 progress=not args.quiet)
     summary = data.summarize(dataset)
     if args.json:
@@ -73,8 +78,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tinymatch import evaluate
 
-    metrics = evaluate.evaluate_model_file(args.model, resolve_data_path(args.data), split=args.split,
-                                           out=args.out, progress=not args.quiet)
+    # No --data: the run's config.json names the dataset (else the usual default path).
+    metrics = evaluate.evaluate_model_file(args.model, args.data, split=args.split, out=args.out,
+                                           progress=not args.quiet, baselines=args.baselines)
     if not args.out:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
@@ -95,11 +101,17 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    config = _load_config(args)
     from tinymatch import report
 
-    outputs = report.run_report(config, run_dir=args.out, reports_dir=args.reports_dir,
-                                figs_dir=args.figs_dir, pdf=not args.no_pdf, progress=not args.quiet)
+    config = _load_config(args)
+    try:
+        outputs = report.run_report(config, run_dir=args.out, reports_dir=args.reports_dir,
+                                    figs_dir=args.figs_dir, pdf=not args.no_pdf, progress=not args.quiet,
+                                    compare_run_dirs=args.compare)
+    except report.ReportError as err:
+        # A failed notebook: one line naming it and the executed copy that holds the traceback.
+        print(f"tinymatch report: error: {err}", file=sys.stderr)
+        return 1
     for name, path in outputs.items():
         print(f"{name}: {path}")
     return 0
@@ -114,12 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="fetch the official Tiny ImageNet zip (resumable, md5-checked)")
     _add_data_arg(p)
+    p.add_argument("--url", default="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                   help="where to download from (default: the official CS231n zip)")
+    p.add_argument("--md5", default="90528d7ca1a48142e341f4ef8d21d0de",
+                   help="expected md5 of the zip ('none': do not check)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
     p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("data", help="summary of a dataset: classes, images per split, grayscale, corrupt")
     _add_data_arg(p)
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: beside the data)")
     p.add_argument("--skip-corrupt", action="store_true", help="log and count corrupt images instead of failing")
+    p.add_argument("--max-classes", type=int, default=0, help="first N classes only (0: all)")
+    p.add_argument("--max-images-per-class", type=int, default=0, help="first N images a class (0: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_data)
 
@@ -135,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arg(p)
     p.add_argument("--split", choices=("seen", "unseen", "official-val"), default="seen")
     p.add_argument("--out", default=None, help="metrics JSON (default: print)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also score raw pixels and the untrained network on the same pairs")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("match", help="are two images of the same class?")
@@ -152,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-dir", default="reports")
     p.add_argument("--figs-dir", default="figs")
     p.add_argument("--no-pdf", action="store_true", help="HTML only")
+    p.add_argument("--compare", action="append", default=[], metavar="RUN_DIR",
+                   help="another finished run for the loss comparison table (repeatable)")
     p.set_defaults(func=_cmd_report)
     return parser
 

@@ -41,8 +41,8 @@ class Config:
     max_images_per_class: int = 0  # 0 = all images of each class
     protocol: str = "seen"  # split the model is trained and selected on: seen | unseen
     unseen_train_classes: int = 150  # class-disjoint protocol: classes to train on, the rest held out
-    val_fraction: float = 0.1  # seen protocol: per class; unseen protocol: of the held-out classes
-    test_fraction: float = 0.1  # seen protocol: per class; unseen protocol: the rest of held-out ones
+    val_fraction: float = 0.1  # seen protocol: share of each class's images for val
+    test_fraction: float = 0.1  # seen: share for test; unseen: held-out classes split val:test
 
     # --- batches and augmentation -----------------------------------------------------------------
     classes_per_batch: int = 32  # P
