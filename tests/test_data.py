@@ -509,3 +509,29 @@ def test_download_without_network_says_how_to_use_a_local_copy(closed_port_url, 
         data.download(tmp_path / "tiny.zip", url=closed_port_url, progress=False, timeout=2)
     assert "--data" in str(error.value) and "TINYMATCH_DATA" in str(error.value)
     assert not (tmp_path / "tiny.zip").exists()
+
+
+def test_joint_protocol_never_judges_a_model_on_what_it_trained_on(synthetic_dataset):
+    splits = make_splits(synthetic_dataset, seed=3, val_fraction=0.2, test_fraction=0.2,
+                         unseen_train_classes=8)
+    labels = synthetic_dataset.labels
+    train = splits.indices("joint", "train")
+    trained_classes = set(labels[train])
+    assert trained_classes == set(labels[splits.indices("unseen", "train")])
+    assert set(train) <= set(splits.indices("seen", "train"))
+    for part in ("val", "test"):
+        seen = splits.evaluation_indices("joint", "seen", part)
+        unseen = splits.evaluation_indices("joint", "unseen", part)
+        assert len(seen) and len(unseen)
+        assert not set(seen) & set(train) and not set(unseen) & set(train)
+        assert set(labels[seen]) <= trained_classes  # new images of trained classes
+        assert not set(labels[unseen]) & trained_classes  # classes never trained on
+        assert set(splits.indices("joint", part)) == set(seen) | set(unseen)
+
+
+def test_evaluating_a_protocol_the_model_trained_on_is_refused(synthetic_dataset):
+    splits = make_splits(synthetic_dataset, seed=3, val_fraction=0.2, test_fraction=0.2,
+                         unseen_train_classes=8)
+    with pytest.raises(DataError, match="joint"):
+        splits.evaluation_indices("seen", "unseen", "test")
+    assert np.array_equal(splits.evaluation_indices("seen", "seen", "test"), splits.indices("seen", "test"))

@@ -958,12 +958,41 @@ class Splits:
                 raise DataError("protocol 'official-val': this dataset has no labelled official "
                                 "val images (the train-only copy has none)")
             return found.astype(np.int64)
-        if protocol not in ("seen", "unseen"):
-            raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+        if protocol not in ("seen", "unseen", "joint"):
+            raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}, joint")
         if part not in SUBSETS:
             raise ValueError(f"part={part!r}: must be one of {', '.join(SUBSETS)}")
+        if protocol == "joint":
+            # Train on the seen-train images of the unseen protocol's training classes, so one
+            # model is honest on both protocols: new images of its classes, and new classes.
+            trained_class = self.unseen == "train"
+            if part == "train":
+                mask = (self.seen == "train") & trained_class
+            else:
+                mask = ((self.seen == part) & trained_class) | (self.unseen == part)
+            return np.flatnonzero(mask).astype(np.int64)
         column = self.seen if protocol == "seen" else self.unseen
         return np.flatnonzero(column == part).astype(np.int64)
+
+    def evaluation_indices(self, trained_on: str, protocol: str, part: str) -> np.ndarray:
+        """`part` of `protocol` restricted to what a model trained on `trained_on` never saw.
+
+        - 'official-val', or the protocol the model was trained on: its own part.
+        - trained on 'joint': 'seen' = held-out images of the classes it trained on; 'unseen' = the
+          classes held out of training altogether.
+        - trained on 'seen' and asked for 'unseen' (or the reverse): the model has trained on
+          images of those classes, so the protocol cannot be judged; raises DataError.
+        """
+        if protocol == "official-val" or protocol == trained_on:
+            return self.indices(protocol, part)
+        if trained_on == "joint" and protocol == "seen":
+            trained_class = self.unseen == "train"
+            return np.flatnonzero((self.seen == part) & trained_class).astype(np.int64)
+        if trained_on == "joint" and protocol == "unseen":
+            return self.indices("unseen", part)
+        raise DataError(f"a model trained on the {trained_on!r} protocol has seen images of the "
+                        f"{protocol!r} protocol's {part} classes; train with protocol 'joint' to "
+                        "evaluate both")
 
     def save(self, path: str | os.PathLike, dataset: Dataset | None = None) -> Path:
         """CSV with columns index,path,wnid,label,seen,unseen (written atomically)."""
