@@ -1,0 +1,81 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Evaluation
+#
+# Embeds the validation and test parts of both protocols, builds positive and negative pairs,
+# chooses the decision threshold on validation pairs only and measures verification (ROC AUC,
+# confusion matrix at the threshold) and retrieval on the test parts, for the trained model and two
+# baselines (`tinymatch.evaluate.evaluate_run` writes `metrics.json`, `evaluation/`, `pairs/`).
+
+# %% tags=["parameters"]
+config = {}  # the run's Config.to_dict(); empty: the smoke profile on synthetic data
+run_dir = ""  # run directory; empty: runs/<profile>
+figs_dir = "figs"  # where the figures (PNG) go
+compare_run_dirs = []  # runs for the loss comparison table of the report (the first is this run)
+progress = False  # progress bars inside the notebook
+
+# %%
+from pathlib import Path
+
+from IPython.display import Markdown
+
+from tinymatch import evaluate, plots, report
+from tinymatch.config import Config
+
+cfg = Config.from_dict(config) if config else Config.from_profile("smoke")
+cfg, run_path = report.setup(cfg, run_dir)
+figs = Path(figs_dir)
+dataset, splits = report.load_data(cfg, run_path, progress=progress)
+metrics = evaluate.evaluate_run(run_path, dataset, splits, cfg, progress=progress)
+Markdown(report.verification_table(metrics))
+
+# %%
+Markdown(report.retrieval_table(metrics))
+
+# %% [markdown]
+# ## ROC curves
+
+# %%
+fig = plots.roc(*report.roc_inputs(run_path, metrics))
+plots.save_fig(fig, figs / "roc.png")
+fig
+
+# %% [markdown]
+# ## Confusion matrix at the chosen threshold
+
+# %%
+fig = plots.confusion_matrix(report.confusion_inputs(metrics))
+plots.save_fig(fig, figs / "confusion_matrix.png")
+fig
+
+# %% [markdown]
+# ## Distances of same-class and different-class pairs
+
+# %%
+fig = plots.distance_histograms(report.histogram_inputs(run_path, metrics))
+plots.save_fig(fig, figs / "distance_histograms.png")
+fig
+
+# %% [markdown]
+# ## Retrieval examples
+
+# %%
+fig = plots.retrieval_examples(**report.retrieval_inputs(run_path, dataset, "seen", seed=cfg.seed))
+plots.save_fig(fig, figs / "retrieval_examples.png")
+fig

@@ -1,0 +1,254 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+config = {}  # the run's Config.to_dict(); empty: the smoke profile on synthetic data
+run_dir = ""  # run directory; empty: runs/<profile>
+figs_dir = "figs"  # where the figures (PNG) go
+compare_run_dirs = []  # runs for the loss comparison table of the report (the first is this run)
+progress = False  # progress bars inside the notebook
+
+# %%
+from IPython.display import Markdown
+
+from tinymatch import report
+from tinymatch.config import Config
+
+cfg = Config.from_dict(config) if config else Config.from_profile("smoke")
+cfg, run_path = report.setup(cfg, run_dir)
+run = report.read_run(run_path)
+figs = report.Figures(figs_dir)
+n = report.key_numbers(run)
+Markdown(report.title_block(run))
+
+# %% [markdown]
+# ## 1. Introduction
+#
+# Two photographs are given; do they show the same kind of object? This report describes a model
+# that answers that question for the 64 x 64 pixel images of Tiny ImageNet, a 200-class subset of
+# ImageNet. Instead of a classifier, which only knows the classes it was trained on, the model is
+# an *embedding network*: it maps every image to a point on the unit sphere so that images of the
+# same class lie close together and images of different classes far apart. Two images match when
+# the distance between their embeddings is below a threshold. Because the decision only compares
+# distances, the same network can also match images of classes it never saw during training, and
+# it can retrieve the most similar images of a collection.
+#
+# The network is trained with the triplet loss and online semi-hard negative mining, and evaluated
+# as a verification problem (ROC curve and AUC, confusion matrix at a threshold chosen on
+# validation data) and as a retrieval problem, on classes seen in training and on held-out
+# classes.
+
+# %%
+Markdown(report.introduction_summary(run, figs))
+
+# %% [markdown]
+# ## 2. Network architecture: a Siamese network
+#
+# A Siamese network runs two inputs through one and the same embedding network (shared weights)
+# and compares the two outputs. Here the embedding network $f$ takes a 64 x 64 RGB image with
+# pixel values in 0..255 and returns a unit-length vector: preprocessing (rescaling, and resizing
+# for backbones pre-trained at a larger size), a convolutional backbone, global average pooling, a
+# dense projection to the embedding size and L2 normalisation. During training a random
+# augmentation layer comes first; it is inactive at inference. The Siamese model then compares two
+# images $x_1$ and $x_2$ by the distance of their embeddings and declares a match below the
+# threshold $\tau$:
+#
+# $$d(x_1, x_2) = \lVert f(x_1) - f(x_2) \rVert_2, \qquad \text{match}(x_1, x_2) = \big[\, d(x_1, x_2) \le \tau \,\big]$$
+
+# %%
+Markdown(report.architecture_markdown(run))
+
+# %% [markdown]
+# ## 3. Loss: the triplet loss
+#
+# A triplet is an *anchor* image $a$, a *positive* $p$ of the same class and a *negative* $n$ of
+# another class. The triplet loss asks the positive to be closer to the anchor than the negative
+# by at least a margin $\alpha$:
+#
+# $$\mathcal{L}(a, p, n) = \big[\, d(a, p) - d(a, n) + \alpha \,\big]_+, \qquad [x]_+ = \max(x, 0)$$
+#
+# Most triplets already satisfy the margin and contribute nothing, so which triplets are used
+# matters more than the formula. **Semi-hard** mining (FaceNet; the semantics of TensorFlow
+# Addons' `TripletSemiHardLoss`) uses every anchor-positive pair $(a, p)$ of a batch, the set
+# $\mathcal{P}$, and pairs it with the closest negative that is still *farther* than the positive;
+# when the batch has no such negative, the farthest negative is used:
+#
+# $$n^\star(a, p) = \underset{n \in \mathcal{N}(a):\ d(a, n) > d(a, p)}{\mathrm{arg\,min}}\ d(a, n)$$
+#
+# $$\mathcal{L}_{\text{semi-hard}} = \frac{1}{|\mathcal{P}|} \underset{(a, p) \in \mathcal{P}}{\sum} \big[\, d(a, p) - d(a, n^\star(a, p)) + \alpha \,\big]_+$$
+#
+# where $\mathcal{N}(a)$ are the images of the batch of another class than $a$. **Batch-hard**
+# mining (`TripletHardLoss`) takes, for every anchor of the batch $\mathcal{B}$, its farthest
+# positive and its closest negative (the *soft* variant replaces $[x]_+$ by $\log(1 + e^{x})$):
+#
+# $$\mathcal{L}_{\text{batch-hard}} = \frac{1}{|\mathcal{B}|} \underset{a \in \mathcal{B}}{\sum} \Big[\, \underset{p \in \mathcal{P}(a)}{\max}\, d(a, p) - \underset{n \in \mathcal{N}(a)}{\min}\, d(a, n) + \alpha \,\Big]_+$$
+
+# %%
+Markdown(report.loss_markdown(run))
+
+# %% [markdown]
+# ## 4. Metrics
+#
+# **Verification.** Test images are paired: same-class pairs (positives) and as many
+# different-class pairs (negatives). For a threshold $\tau$ the true accept rate and the false
+# accept rate are
+#
+# $$\mathrm{TAR}(\tau) = \frac{|\{(i, j) \in \text{positives} : d_{ij} \le \tau\}|}{|\text{positives}|}, \qquad \mathrm{FAR}(\tau) = \frac{|\{(i, j) \in \text{negatives} : d_{ij} \le \tau\}|}{|\text{negatives}|}$$
+#
+# The ROC curve traces $(\mathrm{FAR}(\tau), \mathrm{TAR}(\tau))$ over all thresholds. Its area,
+# the **ROC AUC**, is the probability that a random negative pair is farther apart than a random
+# positive pair: 0.5 is chance, 1 a perfect separation. It does not depend on a threshold, and
+# its 95% confidence interval is estimated by bootstrapping the pairs. The equal error rate (EER)
+# is where the false accept rate equals the false reject rate.
+#
+# **Confusion matrix.** A deployed matcher needs one threshold. It is chosen on the *validation*
+# pairs only and then applied unchanged to the test pairs; the $2 \times 2$ confusion matrix of
+# the test pairs (true relation against decision) gives accuracy, precision, recall and F1 at that
+# operating point.
+#
+# **Retrieval.** Every test image is used as a query against the other test images: precision@1
+# (is the nearest neighbour of the same class?), recall@k (is any of the $k$ nearest?) and MAP@R
+# (mean average precision over the first $R$ neighbours, $R$ the number of other images of the
+# query's class).
+#
+# **Protocols.** *Seen classes*: the images of every class are split into train, validation and
+# test, so test images are new but their classes are known. *Unseen classes*: whole classes are
+# held out from training, and validation and test use different held-out classes; this measures
+# whether the embedding generalises to new kinds of objects. Two baselines use the same pairs: the
+# same network with random weights, and the raw pixels (L2-normalised).
+
+# %% [markdown]
+# ## 5. Implementation: online semi-hard mining
+#
+# Triplets are mined *online*, inside each training batch, rather than precomputed. A batch is
+# built from $P$ classes with $K$ images each ($B = PK$ images), so every image has $K - 1$
+# positives and $(P - 1)K$ negatives in the batch. The loss computes the $B \times B$ matrix of
+# pairwise distances once, masks it by label equality, and finds $n^\star$ for all
+# $PK(K - 1)$ anchor-positive pairs at once with masked minimum and maximum reductions, all in
+# `keras.ops` on the accelerator: $O(B^2)$ memory and no Python loop. Since the embeddings are
+# recomputed every step, the mined negatives follow the model as it improves.
+#
+# The batch's distance matrix also gives *mining health* metrics, logged every epoch: the
+# fraction of anchor-positive pairs that still have a non-zero loss (active triplets) and the mean
+# positive and negative distances. A fraction that collapses to zero means the batches became too
+# easy; one stuck near one with equal distances signals a collapsed embedding.
+
+# %%
+Markdown(report.mining_markdown(run))
+
+# %% [markdown]
+# ## 6. Training procedure
+#
+# ### Dataset and class distribution
+
+# %%
+Markdown(report.dataset_markdown(run, figs))
+
+# %%
+figs.show("class_distribution")
+
+# %%
+figs.show("samples")
+
+# %% [markdown]
+# ### Data split
+
+# %%
+Markdown(report.split_markdown(run))
+
+# %% [markdown]
+# ### Augmentation
+
+# %%
+Markdown(report.augmentation_markdown(run, figs))
+
+# %%
+figs.show("augmentation")
+
+# %% [markdown]
+# ### Optimisation
+
+# %%
+Markdown(report.optimisation_markdown(run))
+
+# %% [markdown]
+# ## 7. Results
+#
+# ### Training
+
+# %%
+Markdown(report.training_markdown(run, figs))
+
+# %%
+figs.show("training_curves")
+
+# %% [markdown]
+# ### Verification: ROC and AUC
+
+# %%
+Markdown(report.verification_markdown(run, figs))
+
+# %%
+figs.show("roc")
+
+# %% [markdown]
+# ### Confusion matrix
+
+# %%
+Markdown(report.confusion_markdown(run, figs))
+
+# %%
+figs.show("confusion_matrix")
+
+# %%
+figs.show("distance_histograms")
+
+# %% [markdown]
+# ### Retrieval
+
+# %%
+Markdown(report.retrieval_markdown(run, figs))
+
+# %%
+figs.show("retrieval_examples")
+
+# %% [markdown]
+# ### Loss comparison: semi-hard and batch-hard mining
+
+# %%
+Markdown(report.loss_comparison_markdown(compare_run_dirs or [run_path]))
+
+# %% [markdown]
+# ## 8. The Embedding Projector
+#
+# TensorBoard's Embedding Projector shows embeddings interactively in 2-D or 3-D (PCA, t-SNE,
+# UMAP), with the image of every point and its class name, and lets one search a class and
+# inspect an image's nearest neighbours. Keras 3's TensorBoard callback no longer writes projector
+# data, so `tinymatch.projector` writes the export directly: the vectors and metadata as TSV
+# files, a sprite sheet of 32-pixel thumbnails and a `projector_config.pbtxt` tying them together.
+
+# %%
+Markdown(report.projector_markdown(run, figs))
+
+# %%
+figs.show("embedding_map")
+
+# %% [markdown]
+# ## Appendix: configuration of this run
+
+# %%
+Markdown(report.config_markdown(run))

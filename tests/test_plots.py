@@ -1,0 +1,103 @@
+"""Every figure function returns a Figure that saves to a small PNG."""
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from tinymatch import plots
+
+CLASS_NAMES = [f"class {i}" for i in range(5)]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _saved(fig, tmp_path, name="figure.png"):
+    assert isinstance(fig, Figure)
+    path = plots.save_fig(fig, tmp_path / name)
+    assert path.exists() and 2_000 < path.stat().st_size < 2_000_000
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left nothing behind
+    return path
+
+
+def _images(rng, count):
+    return rng.integers(0, 256, size=(count, 64, 64, 3), dtype=np.uint8)
+
+
+def test_class_distribution(tmp_path, rng):
+    labels = rng.integers(0, 5, size=200)
+    _saved(plots.class_distribution(labels, CLASS_NAMES), tmp_path)
+
+
+def test_samples_one_image_per_class(tmp_path, rng):
+    labels = np.repeat(np.arange(5), 4)
+    fig = plots.samples(_images(rng, 20), labels, CLASS_NAMES, columns=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == CLASS_NAMES
+    _saved(fig, tmp_path)
+
+
+def test_augmentation_runs_the_layer_in_training_mode(tmp_path, rng):
+    import keras
+
+    class Recorder(keras.layers.Layer):
+        seen_training = None
+
+        def call(self, images, training=None):
+            Recorder.seen_training = training
+            return images * 0.5
+
+    fig = plots.augmentation(_images(rng, 1)[0], Recorder(), count=5, columns=3)
+    assert Recorder.seen_training is True
+    _saved(fig, tmp_path)
+
+
+def test_training_curves_tolerates_missing_columns(tmp_path):
+    history = {"loss": [0.9, 0.7, 0.6], "active_fraction": [0.8, 0.5, 0.4], "val_auc": [0.6, 0.7, 0.8],
+               "mean_positive_distance": [0.9, 0.8, 0.7]}
+    fig = plots.training_curves(history)
+    assert len(fig.axes) == 4
+    _saved(fig, tmp_path)
+
+
+def test_roc_and_confusion_and_histograms(tmp_path, rng):
+    far = np.linspace(0, 1, 50)
+    curves = {"seen": {"model": (far, np.sqrt(far), 0.83), "raw pixels": (far, far, 0.5)},
+              "unseen": {"model": (far, far ** 0.7, 0.7)}}
+    fig = plots.roc(curves, {"seen": (0.1, 0.4)})
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("0.830" in text for text in legend) and any("threshold" in text for text in legend)
+    assert fig.axes[0].get_lines()[1].get_linestyle() == "--"  # baselines are dashed
+    _saved(fig, tmp_path, "roc.png")
+    _saved(plots.confusion_matrix({"seen": [[40, 10], [5, 45]], "unseen": [[30, 20], [15, 35]]}),
+           tmp_path, "confusion.png")
+    same = rng.random(300) < 0.5
+    distances = np.where(same, rng.normal(0.6, 0.2, 300), rng.normal(1.1, 0.2, 300))
+    _saved(plots.distance_histograms({"seen": (distances, same, 0.85)}), tmp_path, "hist.png")
+
+
+def test_retrieval_examples_marks_wrong_neighbours(tmp_path, rng):
+    correct = np.array([[True, False, True], [False, False, True]])
+    fig = plots.retrieval_examples(_images(rng, 2), _images(rng, 6).reshape(2, 3, 64, 64, 3), correct,
+                                   ["a", "b"], [["a", "c", "a"], ["d", "e", "b"]])
+    wrong_titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("✗")]
+    assert len(wrong_titles) == 3
+    _saved(fig, tmp_path)
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embedding_map(tmp_path, rng, method):
+    labels = np.repeat(np.arange(5), 12)
+    embeddings = rng.normal(size=(60, 8)) + labels[:, None]
+    fig = plots.embedding_map(embeddings, labels, _images(rng, 60), CLASS_NAMES, method=method, thumbnails=10)
+    _saved(fig, tmp_path)
+
+
+def test_save_fig_rejects_other_formats(tmp_path):
+    with pytest.raises(ValueError, match="png"):
+        plots.save_fig(Figure(), tmp_path / "figure.pdf")
