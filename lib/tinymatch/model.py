@@ -1,0 +1,343 @@
+"""Embedding and Siamese models.
+
+The embedding model maps one float32 64x64x3 image in 0..255 to a unit-length vector:
+
+    [resize] -> [augmentation (training only)] -> preprocessing -> backbone -> global pooling
+        -> Dense(embedding_dim) -> UnitNormalization
+
+(the resize comes after the augmentation when it enlarges the image: augmentation always runs at
+the smaller resolution, where it is cheaper).
+
+Everything a caller would otherwise have to remember (the backbone's input scaling, the resize
+InceptionV3 needs) is inside the model, so `model(images)` is all there is to inference.
+
+The Siamese model wraps one shared embedding model: two images in, their distance and a match
+decision (distance <= threshold) out; the threshold is a weightless layer's config, so it travels
+with the saved `.keras` file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+from tinymatch import augment as _augment  # noqa: F401  (registers ImageAugmentation)
+
+IMAGE_SHAPE = (64, 64, 3)
+
+# Keras Applications we support: constructor name, the preprocessing mode of its
+# `keras.applications.<module>.preprocess_input`, and its smallest accepted input side.
+APPLICATIONS = {
+    "resnet50": ("ResNet50", "caffe", 32),
+    "vgg16": ("VGG16", "caffe", 32),
+    "inceptionv3": ("InceptionV3", "tf", 75),
+    "mobilenetv2": ("MobileNetV2", "tf", 32),
+    # EfficientNet rescales and normalises inside the network: its preprocess_input is a pass-through.
+    "efficientnetb0": ("EfficientNetB0", "none", 32),
+}
+
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_WEIGHTS_HOST = ("storage.googleapis.com", 443)
+
+
+class WeightsUnavailableError(ValueError):
+    """ImageNet weights were asked for but cannot be downloaded (no network)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Custom layers (registered so .keras files reload without custom_objects)
+
+@keras.saving.register_keras_serializable(package="tinymatch")
+class ApplicationPreprocessing(layers.Layer):
+    """`keras.applications.<backbone>.preprocess_input` as a layer (0..255 RGB in).
+
+    mode "caffe" (ResNet50, VGG16): RGB -> BGR and ImageNet mean subtraction, no scaling.
+    mode "tf" (InceptionV3, MobileNetV2): scale to -1..1.
+    mode "none" (EfficientNet): identity, the network normalises itself.
+    """
+
+    def __init__(self, mode="tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "none"):
+            raise ValueError(f"mode={mode!r}: must be caffe, tf or none")
+        self.mode = mode
+
+    def call(self, inputs):
+        inputs = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return inputs / 127.5 - 1.0
+        if self.mode == "caffe":
+            bgr = ops.flip(inputs, axis=-1)
+            return bgr - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype=self.compute_dtype)
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="tinymatch")
+class PairDistance(layers.Layer):
+    """Distance between two batches of embeddings, one value per pair (smaller = more similar).
+
+    metric "L2" (Euclidean), "squared-L2" or "angular" (1 - cosine similarity), as the losses.
+    """
+
+    def __init__(self, metric="L2", **kwargs):
+        super().__init__(**kwargs)
+        if metric not in ("L2", "squared-L2", "angular"):
+            raise ValueError(f"metric={metric!r}: must be L2, squared-L2 or angular")
+        self.metric = metric
+
+    def call(self, first, second):
+        first = ops.cast(first, "float32")
+        second = ops.cast(second, "float32")
+        if self.metric == "angular":
+            first = first / ops.maximum(ops.norm(first, axis=-1, keepdims=True), 1e-12)
+            second = second / ops.maximum(ops.norm(second, axis=-1, keepdims=True), 1e-12)
+            return 1.0 - ops.sum(first * second, axis=-1)
+        squared = ops.sum(ops.square(first - second), axis=-1)
+        if self.metric == "squared-L2":
+            return squared
+        return ops.sqrt(ops.maximum(squared, 0.0))
+
+    def compute_output_shape(self, first_shape, second_shape=None):
+        return tuple(first_shape[:-1])
+
+    def get_config(self):
+        return {**super().get_config(), "metric": self.metric}
+
+
+@keras.saving.register_keras_serializable(package="tinymatch")
+class MatchDecision(layers.Layer):
+    """1.0 where distance <= threshold, else 0.0. The threshold is saved in the layer config."""
+
+    def __init__(self, threshold=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold = float(threshold)
+
+    def call(self, distance):
+        return ops.cast(ops.less_equal(distance, self.threshold), "float32")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbones
+
+def build_compact_backbone(input_shape=IMAGE_SHAPE, width=32, name="backbone"):
+    """A small residual CNN for 64x64 images that trains in minutes on a CPU.
+
+    A full-resolution 3x3 stem, then four residual stages (each: one block of two 3x3 convs, the
+    first with stride 2, BatchNorm + ReLU, average-pool + 1x1 projection shortcut) with `width`, 2x, 4x, 8x filters
+    at 32, 16, 8 and 4 pixels. Downsampling at the first stage keeps the FLOPs where the channels
+    are (about 130 MFLOP per 64x64 image at width 32, see benchmarks/README.md).
+    Input: preprocessed images (-1..1). Output: the last feature map.
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, filters in enumerate((width, 2 * width, 4 * width, 8 * width), start=1):
+        x = _residual_block(x, filters, stride=2, name=f"stage{stage}")
+    return keras.Model(inputs, x, name=name)
+
+
+def _residual_block(x, filters, stride, name):
+    # ResNet-D shortcut: average-pool then 1x1 conv. Besides keeping all pixels, it avoids a 1x1
+    # stride-2 convolution, whose oneDNN gradient corrupts the heap in TF 2.21 CPU (see
+    # benchmarks/README.md).
+    shortcut = layers.AveragePooling2D(stride, name=f"{name}_pool")(x) if stride > 1 else x
+    shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(shortcut)
+    shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                      name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    # Zero-initialised last BN gamma: each block starts as its shortcut (trains faster).
+    y = layers.BatchNormalization(gamma_initializer="zeros", name=f"{name}_bn2")(y)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def build_application_backbone(backbone, image_size=64, weights="", name="backbone"):
+    """A Keras Applications network without its classifier (include_top=False).
+
+    weights: "" or None (random init), "imagenet" (downloaded; fails fast without network), or a
+    path to a local weights file of the no-top variant.
+    """
+    if backbone not in APPLICATIONS:
+        raise ValueError(f"config.backbone={backbone!r}: must be compact or one of "
+                         f"{', '.join(APPLICATIONS)}")
+    constructor_name, _, minimum = APPLICATIONS[backbone]
+    if image_size < minimum:
+        raise ValueError(f"config.image_size={image_size}: {constructor_name} needs inputs of at "
+                         f"least {minimum}x{minimum}; set image_size >= {minimum} (the model resizes)")
+    weights = _resolve_weights(backbone, weights)
+    constructor = getattr(keras.applications, constructor_name)
+    try:
+        network = constructor(include_top=False, weights=weights,
+                              input_shape=(image_size, image_size, 3))
+    except Exception as err:  # download failures surface as many exception types
+        if weights == "imagenet":
+            raise WeightsUnavailableError(_no_network_message(backbone, err)) from err
+        raise
+    network.name = name
+    return network
+
+
+def _resolve_weights(backbone, weights):
+    if not weights:
+        return None
+    if weights == "imagenet":
+        if not _imagenet_weights_cached(backbone) and not _network_reachable():
+            raise WeightsUnavailableError(_no_network_message(backbone, "no network connection"))
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"config.weights={weights!r}: weights file not found")
+    return str(path)
+
+
+def _imagenet_weights_cached(backbone):
+    """True when Keras already holds no-top ImageNet weights for `backbone` (no download needed)."""
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    if not cache.is_dir():
+        return False
+    stem = {"resnet50": "resnet50", "vgg16": "vgg16", "inceptionv3": "inception_v3",
+            "mobilenetv2": "mobilenet_v2", "efficientnetb0": "efficientnetb0"}[backbone]
+    return any(stem in p.name and "notop" in p.name for p in cache.iterdir())
+
+
+def _network_reachable(timeout=3.0):
+    """A short TCP connect to the weights host: seconds, never a hang."""
+    try:
+        with socket.create_connection(_WEIGHTS_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _no_network_message(backbone, reason):
+    return (f"config.weights='imagenet': cannot download ImageNet weights for {backbone} "
+            f"({reason}). Pass a local weights file instead: set config.weights to the path of the "
+            f"no-top .h5/.weights.h5 file (from keras.applications, include_top=False), "
+            f"or weights='' to train from scratch.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+def build_embedding_model(config, name="embedding", include_augmentation=True):
+    """The embedding model configured by `config` (backbone, width, image_size, weights, ...).
+
+    Input: float32 [64, 64, 3] in 0..255. Output: [embedding_dim], unit L2 norm.
+    The augmentation layer (when config.augment) is the first layer; it is inactive at inference.
+    `include_augmentation=False` leaves it out (training then augments in the input pipeline: XLA,
+    i.e. config.jit_compile, has no kernel for the image transform op).
+    """
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    augmentation = _augment.augmentation_layer_for(config) if include_augmentation else None
+    resize = (layers.Resizing(config.image_size, config.image_size, name="resize")
+              if config.image_size != IMAGE_SHAPE[0] else None)
+    # Augment at the smaller of the two resolutions: its cost grows with the pixel count (at a
+    # 32x32 network input, augmenting at 64x64 took ~20% of the training step; after the resize, ~5%).
+    # The factors are fractions of the image, so the transforms are the same either way.
+    x = inputs
+    if resize is not None and config.image_size < IMAGE_SHAPE[0]:
+        x = resize(x)
+        resize = None
+    if augmentation is not None:
+        x = augmentation(x)
+    if resize is not None:
+        x = resize(x)
+    if config.backbone == "compact":
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
+        backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width)
+    else:
+        mode = APPLICATIONS.get(config.backbone, (None, "tf", 0))[1]
+        backbone = build_application_backbone(config.backbone, config.image_size, config.weights)
+        x = ApplicationPreprocessing(mode, name="preprocessing")(x)
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D(name="pooling")(x)
+    if config.dropout:
+        x = layers.Dropout(config.dropout, name="dropout")(x)
+    x = layers.Dense(config.embedding_dim, name="projection")(x)
+    # Float32 output even under mixed precision: distances are sensitive to rounding.
+    outputs = layers.UnitNormalization(dtype="float32", name="unit_norm")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def backbone_of(embedding_model):
+    """The nested backbone network (for freezing during transfer learning)."""
+    return embedding_model.get_layer("backbone")
+
+
+def build_siamese_model(embedding_model, threshold, distance_metric="L2", name="siamese"):
+    """Two images -> {"distance": [B], "match": [B] (1.0 = same class)} with one shared embedding."""
+    image_a = keras.Input(IMAGE_SHAPE, name="image_a")
+    image_b = keras.Input(IMAGE_SHAPE, name="image_b")
+    distance = PairDistance(distance_metric, name="distance")(embedding_model(image_a),
+                                                              embedding_model(image_b))
+    match = MatchDecision(threshold, name="match")(distance)
+    return keras.Model([image_a, image_b], {"distance": distance, "match": match}, name=name)
+
+
+def siamese_threshold(siamese_model):
+    """The distance threshold stored in a Siamese model."""
+    return _layer_of_type(siamese_model, MatchDecision).threshold
+
+
+def siamese_distance_metric(siamese_model):
+    return _layer_of_type(siamese_model, PairDistance).metric
+
+
+def embedding_from_siamese(siamese_model):
+    """The shared embedding model inside a Siamese model."""
+    for layer in siamese_model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ValueError(f"{siamese_model.name}: no embedding model inside")
+
+
+def _layer_of_type(model, kind):
+    for layer in model.layers:
+        if isinstance(layer, kind):
+            return layer
+    raise ValueError(f"model {model.name!r} has no {kind.__name__} layer: is it a Siamese model?")
+
+
+def load_model(path, compile=False):
+    """Load a tinymatch .keras file (embedding, Siamese or training checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    _register_custom_objects()
+    return keras.saving.load_model(path, compile=compile)
+
+
+def _register_custom_objects():
+    """Import every module that registers Keras objects a saved tinymatch model may use."""
+    import importlib
+
+    for module in ("tinymatch.augment", "tinymatch.losses"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # losses are only needed to resume a compiled checkpoint
+            pass
+
+
+__all__ = ["build_embedding_model", "build_siamese_model", "build_compact_backbone",
+           "build_application_backbone", "siamese_threshold", "siamese_distance_metric",
+           "embedding_from_siamese", "load_model", "backbone_of", "ApplicationPreprocessing",
+           "PairDistance", "MatchDecision", "WeightsUnavailableError", "APPLICATIONS"]

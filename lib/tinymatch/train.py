@@ -1,0 +1,515 @@
+"""Training: P x K batches, triplet loss, checkpoints that survive being killed.
+
+`train(config, run_dir)` fills a run directory:
+
+    config.json     the configuration (a re-run with the same training key resumes or is skipped)
+    split.csv       the seeded split the model was trained and selected on
+    history.csv     one row per epoch: loss, mining health, val AUC, learning rate, seconds
+    model.keras     the best embedding model (by validation pair ROC AUC)
+    siamese.keras   that model in a Siamese wrapper, threshold chosen on validation pairs
+    training.json   summary: best epoch and AUC, threshold, epochs run, wall time, finished flag
+    tensorboard/    TensorBoard logs (train loss, val AUC, mining stats per epoch)
+    checkpoints/    last/ = the compiled training model (optimizer state included) + state.json
+
+Training runs in epochs of `steps_per_epoch` P x K batches. An optional classification warm-up
+(`warmup_epochs`: a softmax head on the unit-norm embedding, NormFace style) gives the triplet loss
+a head start: from scratch, semi-hard mining finds few informative triplets while the embedding is
+still random. Transfer learning can keep the backbone frozen for `freeze_backbone_epochs`.
+
+After every epoch the checkpoint directory is replaced atomically, so killing the process at any
+moment and re-running the same command continues after the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinymatch import augment as augment_module
+from tinymatch.config import Config
+from tinymatch.io_utils import atomic_path, atomic_write_text, read_json, write_json
+
+VAL_SELECTION_IMAGES = 2000  # val images embedded after every epoch to pick the best checkpoint
+WARMUP_LOGIT_SCALE = 16.0  # cosine-softmax temperature of the warm-up classifier (NormFace)
+HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "active_fraction",
+                   "mean_positive_distance", "mean_negative_distance", "val_auc", "lr", "seconds")
+
+
+class ConfigMismatchError(ValueError):
+    """The run directory holds a training with a different configuration."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+    best_val_auc: float = float("nan")
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callbacks=()) -> TrainResult:
+    """Train the embedding model of `config` into `run_dir` (resuming if interrupted).
+
+    dataset: a `tinymatch.data.Dataset` (default: `data.load_dataset_for(config)`).
+    callbacks: extra Keras callbacks for every epoch's `fit` (e.g. to stop from a notebook).
+    """
+    import keras
+
+    run_dir = Path(run_dir)
+    if is_finished(run_dir, config):
+        return _finished_result(run_dir)
+    _check_resumable(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(config.seed)
+        session = _Session(config, run_dir, dataset, progress, list(callbacks))
+        session.run()
+        return session.finish(started)
+    finally:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("float32")
+
+
+def is_finished(run_dir, config: Config) -> bool:
+    """True when `run_dir` holds a finished training of a config with the same training key."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "training.json"
+    needed = [run_dir / name for name in ("config.json", "model.keras", "siamese.keras")]
+    if not summary.is_file() or not all(p.is_file() for p in needed):
+        return False
+    try:
+        saved = Config.load(run_dir / "config.json")
+        finished = read_json(summary).get("finished", False)
+    except (ValueError, FileNotFoundError):
+        return False
+    return bool(finished) and saved.training_key() == config.training_key()
+
+
+def read_history(run_dir) -> list[dict]:
+    """history.csv as a list of dicts (numbers as floats)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            rows.append({k: _maybe_float(v) for k, v in row.items()})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# One training session (fresh or resumed)
+
+class _Session:
+    def __init__(self, config, run_dir, dataset, progress, extra_callbacks):
+        self.config = config
+        self.run_dir = run_dir
+        self.progress = progress
+        self.extra_callbacks = extra_callbacks
+        self.dataset = dataset if dataset is not None else _data().load_dataset_for(config, progress=progress)
+        self.splits = self._splits()
+        config.save(run_dir / "config.json")
+
+        train_idx = self.splits.indices(config.protocol, "train")
+        val_idx = self.splits.indices(config.protocol, "val")
+        if len(train_idx) == 0 or len(val_idx) == 0:
+            raise ValueError(f"config.protocol={config.protocol!r}: the split has no train or no val images")
+        # pk_dataset gathers each batch from the memory map: no copy of the training images.
+        self.train_indices = np.sort(np.asarray(train_idx, dtype=np.int64))
+        self.train_labels = np.asarray(self.dataset.labels[self.train_indices], dtype=np.int32)
+        self.val_images, self.val_labels = self._val_selection(val_idx)
+        self.val_pairs = _val_pairs(self.val_labels, config.max_positive_pairs, config.seed)
+        batch = config.classes_per_batch * config.images_per_class
+        self.steps_per_epoch = config.steps_per_epoch or max(1, len(self.train_indices) // batch)
+        self.total_epochs = config.warmup_epochs + config.epochs
+        self.class_lookup = _class_lookup(self.train_labels)
+        # XLA has no kernel for the image transform op: with jit_compile, augment in tf.data.
+        self.pipeline_augmentation = (augment_module.augmentation_layer_for(config)
+                                      if config.jit_compile else None)
+        self.state = _load_state(run_dir)
+
+    # ---- data ------------------------------------------------------------------------------------
+    def _splits(self):
+        data = _data()
+        path = self.run_dir / "split.csv"
+        if path.is_file():  # resuming: keep exactly the split the checkpoint was trained on
+            return data.Splits.load(path, self.dataset)
+        splits = data.make_splits_for(self.dataset, self.config)
+        with atomic_path(path) as tmp:
+            splits.save(tmp)
+        return splits
+
+    def _val_selection(self, val_idx):
+        rng = np.random.default_rng(self.config.seed)
+        chosen = np.sort(rng.permutation(val_idx)[:VAL_SELECTION_IMAGES])
+        return (np.asarray(self.dataset.images[chosen], dtype=np.float32),
+                np.asarray(self.dataset.labels[chosen]))
+
+    def _batches(self, phase, epoch):
+        import tensorflow as tf
+
+        c = self.config
+        # Seeded per epoch so a resumed run sees fresh (and reproducible) batches.
+        ds = _data().pk_dataset(self.dataset.images, self.dataset.labels,
+                                classes_per_batch=c.classes_per_batch,
+                                images_per_class=c.images_per_class, seed=c.seed + epoch,
+                                augment=self.pipeline_augmentation, repeat=True,
+                                indices=self.train_indices)
+        if phase == "warmup":
+            lookup = tf.constant(self.class_lookup)
+            ds = ds.map(lambda x, y: (x, tf.gather(lookup, y)), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds
+
+    def _probe_batch(self):
+        """A fixed P x K batch on which the mining health is measured after every epoch."""
+        ds = _data().pk_dataset(self.dataset.images, self.dataset.labels,
+                                classes_per_batch=self.config.classes_per_batch,
+                                images_per_class=self.config.images_per_class,
+                                seed=self.config.seed, augment=None, repeat=False,
+                                indices=self.train_indices)
+        images, labels = next(iter(ds))
+        return images.numpy(), labels.numpy()
+
+    # ---- models ----------------------------------------------------------------------------------
+    def _segment(self, epoch):
+        """(phase, frozen): the optimizer is rebuilt whenever it changes."""
+        phase = "warmup" if epoch < self.config.warmup_epochs else "triplet"
+        return phase, epoch < self.config.freeze_backbone_epochs
+
+    def _segment_epochs(self, segment):
+        return sum(1 for e in range(self.total_epochs) if self._segment(e) == segment)
+
+    def _build_training_model(self, embedding, segment):
+        import keras
+
+        from tinymatch.model import backbone_of
+
+        phase, frozen = segment
+        c = self.config
+        backbone_of(embedding).trainable = not frozen
+        inputs = keras.Input(embedding.input_shape[1:], name="image")
+        outputs = embedding(inputs)
+        if phase == "warmup":
+            outputs = keras.layers.Rescaling(WARMUP_LOGIT_SCALE, name="logit_scale")(outputs)
+            outputs = keras.layers.Dense(int(self.class_lookup.max()) + 1, use_bias=False,
+                                         dtype="float32", name="classifier")(outputs)
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = ["accuracy"]
+        else:
+            loss = _losses().make_loss(c)
+            metrics = None
+        model = keras.Model(inputs, outputs, name=f"training_{phase}")
+        # After a warm-up the triplet phase fine-tunes: optionally at a lower peak LR, so the
+        # restarted schedule does not undo what the classifier learned.
+        peak = (c.finetune_learning_rate if phase == "triplet" and c.warmup_epochs
+                and c.finetune_learning_rate else c.learning_rate)
+        total_steps = self.steps_per_epoch * self._segment_epochs(segment)
+        model.compile(optimizer=_optimizer(c, total_steps, peak),
+                      loss=loss, metrics=metrics, jit_compile=c.jit_compile)
+        return model
+
+    def _restore_or_build(self, epoch):
+        """The compiled training model for `epoch`: from the checkpoint when it is the same segment."""
+        from tinymatch.model import build_embedding_model, load_model
+
+        segment = self._segment(epoch)
+        checkpoint = self.run_dir / "checkpoints" / "last" / "training.keras"
+        if self.state and checkpoint.is_file():
+            restored = load_model(checkpoint, compile=True)
+            if tuple(self.state["segment"]) == segment:
+                return restored, restored.get_layer("embedding")
+            embedding = restored.get_layer("embedding")
+        else:
+            embedding = build_embedding_model(
+                self.config, include_augmentation=self.pipeline_augmentation is None)
+        return self._build_training_model(embedding, segment), embedding
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def run(self):
+        import keras
+
+        c = self.config
+        start_epoch = self.state.get("epoch", 0) if self.state else 0
+        self.history = read_history(self.run_dir)[:start_epoch]
+        self.first_epoch = len(self.history)  # epochs before this session (resumed runs)
+        self.best_auc = self.state.get("best_auc", float("-inf")) if self.state else float("-inf")
+        self.best_epoch = self.state.get("best_epoch", -1) if self.state else -1
+        wait = self.state.get("wait", 0) if self.state else 0
+        self.stopped_early = bool(self.state.get("stopped_early", False)) if self.state else False
+        if start_epoch >= self.total_epochs or self.stopped_early:
+            return
+        probe = self._probe_batch()
+        model, embedding = self._restore_or_build(start_epoch)
+        segment = self._segment(start_epoch)
+        tensorboard = keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard"), write_graph=False,
+                                                  update_freq="epoch", profile_batch=0)
+        for epoch in range(start_epoch, self.total_epochs):
+            if self._segment(epoch) != segment:
+                segment = self._segment(epoch)
+                model = self._build_training_model(embedding, segment)
+                if segment[0] == "triplet" and epoch == c.warmup_epochs:
+                    wait = 0  # early stopping watches the triplet phase from its own start
+            evaluation = _EpochEvaluation(self, embedding, probe, model)
+            began = time.time()
+            model.fit(self._batches(segment[0], epoch), initial_epoch=epoch, epochs=epoch + 1,
+                      steps_per_epoch=self.steps_per_epoch, shuffle=False,
+                      verbose=1 if self.progress else 0,
+                      callbacks=[evaluation, tensorboard, *self.extra_callbacks])
+            row = evaluation.row
+            row.update(epoch=epoch + 1, phase=segment[0], seconds=round(time.time() - began, 2))
+            self.history.append(row)
+            never_saved = not (self.run_dir / "model.keras").is_file()
+            if row["val_auc"] > self.best_auc or never_saved:  # (NaN AUC: keep something)
+                self.best_auc, self.best_epoch, wait = row["val_auc"], epoch + 1, 0
+                _save_model(embedding, self.run_dir / "model.keras")
+            elif segment[0] == "triplet":
+                wait += 1
+            self.stopped_early = (c.early_stopping_patience > 0 and segment[0] == "triplet"
+                                  and wait >= c.early_stopping_patience)
+            self._checkpoint(model, epoch + 1, segment, wait)
+            if self.stopped_early:
+                if self.progress:
+                    print(f"early stopping: no val AUC gain for {wait} epochs "
+                          f"(best {self.best_auc:.4f} at epoch {self.best_epoch})")
+                break
+
+    def _checkpoint(self, model, epochs_done, segment, wait):
+        """history.csv, then checkpoints/last/ (model + state) replaced in one atomic rename."""
+        _write_history(self.run_dir / "history.csv", self.history)
+        state = dict(epoch=epochs_done, segment=list(segment), best_auc=self.best_auc,
+                     best_epoch=self.best_epoch, wait=wait, stopped_early=self.stopped_early)
+        with atomic_path(self.run_dir / "checkpoints" / "last") as tmp:
+            tmp.mkdir()
+            model.save(tmp / "training.keras")
+            write_json(tmp / "state.json", state)
+        self.state = state
+
+    def finish(self, started) -> TrainResult:
+        """Siamese model with the threshold chosen on val pairs; summary file; the result."""
+        from tinymatch.model import build_siamese_model, load_model
+
+        best = load_model(self.run_dir / "model.keras")
+        embeddings = best.predict(self.val_images, batch_size=self.config.eval_batch_size, verbose=0)
+        distances = _distances(embeddings, self.val_pairs, self.config.distance_metric)
+        threshold = _choose_threshold(distances, self.val_pairs[2], self.config)
+        siamese = build_siamese_model(best, threshold, self.config.distance_metric)
+        _save_model(siamese, self.run_dir / "siamese.keras", clone=False)
+        # Epoch times survive interruptions (history.csv); add this session's overhead on top.
+        epoch_seconds = sum(float(row.get("seconds") or 0) for row in self.history)
+        session_epochs = sum(float(row.get("seconds") or 0) for row in self.history[self.first_epoch:])
+        overhead = max(0.0, time.time() - started - session_epochs)
+        write_json(self.run_dir / "training.json", dict(
+            finished=True, best_val_auc=self.best_auc, best_epoch=self.best_epoch,
+            epochs_run=len(self.history), stopped_early=self.stopped_early, threshold=threshold,
+            threshold_method=self.config.threshold_method, steps_per_epoch=self.steps_per_epoch,
+            train_images=len(self.train_indices), val_selection_images=len(self.val_images),
+            val_pairs=int(len(self.val_pairs[2])),
+            epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1)))
+        return TrainResult(self.run_dir, self.history, self.best_auc)
+
+
+def _epoch_evaluation_class():
+    import keras
+
+    class EpochEvaluation(keras.callbacks.Callback):
+        """Adds val_auc, the learning rate and mining stats (on a fixed batch) to the epoch logs.
+
+        Running before the TensorBoard callback, its values land in TensorBoard too.
+        """
+
+        def __init__(self, session, embedding, probe, training_model):
+            super().__init__()
+            self.session, self.embedding, self.probe = session, embedding, probe
+            self.training_model = training_model
+            self.row = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            s, c = self.session, self.session.config
+            embeddings = self.embedding.predict(s.val_images, batch_size=c.eval_batch_size, verbose=0)
+            val_auc = _auc(_distances(embeddings, s.val_pairs, c.distance_metric), s.val_pairs[2])
+            probe_embeddings = self.embedding(self.probe[0], training=False)
+            stats = _losses().mining_stats(self.probe[1], probe_embeddings, c.margin,
+                                           distance_metric=c.distance_metric)
+            optimizer = self.training_model.optimizer
+            lr = float(np.asarray(optimizer.learning_rate))
+            logs.update(val_auc=val_auc, lr=lr, **{k: float(np.asarray(v)) for k, v in stats.items()})
+            self.row = dict(loss=float(logs.get("loss", np.nan)),
+                            accuracy=float(logs.get("accuracy", np.nan)),
+                            active_fraction=logs["active_fraction"],
+                            mean_positive_distance=logs["mean_positive_distance"],
+                            mean_negative_distance=logs["mean_negative_distance"],
+                            val_auc=val_auc, lr=lr)
+
+    return EpochEvaluation
+
+
+def _EpochEvaluation(session, embedding, probe, training_model):
+    return _epoch_evaluation_class()(session, embedding, probe, training_model)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+def _data():
+    from tinymatch import data
+
+    return data
+
+
+def _losses():
+    from tinymatch import losses
+
+    return losses
+
+
+def _optimizer(config, total_steps, peak_learning_rate=None):
+    """The configured optimizer; cosine schedule with a linear warm-up over ~5% of the steps."""
+    import keras
+
+    peak = peak_learning_rate or config.learning_rate
+    if config.lr_schedule == "cosine":
+        warmup = max(1, min(500, total_steps // 20))
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=peak * 0.1, warmup_target=peak,
+            warmup_steps=warmup, decay_steps=max(1, total_steps - warmup), alpha=0.01)
+    else:
+        lr = peak
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def _class_lookup(labels):
+    """original class index -> 0..C-1 among the training classes (for the warm-up softmax)."""
+    classes = np.unique(labels)
+    lookup = np.zeros(int(classes.max()) + 1, dtype=np.int32)
+    lookup[classes] = np.arange(len(classes), dtype=np.int32)
+    return lookup
+
+
+def _val_pairs(labels, max_positive_pairs, seed):
+    """A fixed, seeded set of (first, second, same) pairs: up to N positives and as many negatives."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    first, second = np.triu_indices(len(labels), k=1)
+    same = labels[first] == labels[second]
+    positives = np.flatnonzero(same)
+    negatives = np.flatnonzero(~same)
+    count = min(max_positive_pairs, len(positives), len(negatives))
+    if count == 0:
+        raise ValueError("the validation part has no positive or no negative pairs "
+                         "(need >= 2 images in some class and >= 2 classes)")
+    chosen = np.concatenate([rng.choice(positives, count, replace=False),
+                             rng.choice(negatives, count, replace=False)])
+    return first[chosen], second[chosen], same[chosen]
+
+
+def _distances(embeddings, pairs, metric):
+    a, b = np.asarray(embeddings[pairs[0]], np.float64), np.asarray(embeddings[pairs[1]], np.float64)
+    if metric == "angular":
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return (1.0 - np.sum(a * b, axis=1)).astype(np.float32)
+    squared = np.sum((a - b) ** 2, axis=1)
+    return (squared if metric == "squared-L2" else np.sqrt(squared)).astype(np.float32)
+
+
+def _auc(distances, same):
+    from sklearn.metrics import roc_auc_score
+
+    if not np.all(np.isfinite(distances)):
+        return float("nan")
+    return float(roc_auc_score(same, -distances))
+
+
+def _choose_threshold(distances, same, config):
+    """tinymatch.evaluate.choose_threshold (the team's one definition), max accuracy as fallback."""
+    try:
+        from tinymatch.evaluate import choose_threshold
+    except ImportError:
+        try:
+            from tinymatch.metrics import choose_threshold
+        except ImportError:
+            choose_threshold = None
+    if choose_threshold is not None:
+        return float(choose_threshold(distances, same, method=config.threshold_method,
+                                      target_far=config.target_far))
+    order = np.argsort(distances)
+    sorted_d, sorted_same = distances[order], same[order]
+    # accept the k smallest distances: accuracy = (true accepts + true rejects) / n
+    accepts = np.cumsum(sorted_same)
+    rejects = np.sum(~same) - np.cumsum(~sorted_same)
+    best = int(np.argmax(accepts + rejects))
+    return float(sorted_d[best])
+
+
+def _save_model(model, path, clone=True):
+    """Atomically save an uncompiled copy (the file never holds a half-written or compiled model)."""
+    import keras
+
+    if clone:
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    with atomic_path(path) as tmp:
+        model.save(tmp.with_suffix(".keras"))
+        tmp.with_suffix(".keras").rename(tmp)
+
+
+def _write_history(path, rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format(row.get(k, "")) for k in HISTORY_COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _maybe_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _load_state(run_dir):
+    path = Path(run_dir) / "checkpoints" / "last" / "state.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def _check_resumable(run_dir, config):
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = Config.load(saved_path)
+    if saved.training_key() != config.training_key():
+        changed = sorted(k for k, v in config.training_key().items() if saved.training_key().get(k) != v)
+        raise ConfigMismatchError(
+            f"{saved_path}: this run directory holds a training with a different config "
+            f"({', '.join(changed)} differ); use another --out or delete the directory")
+
+
+def _finished_result(run_dir):
+    summary = read_json(run_dir / "training.json")
+    return TrainResult(run_dir, read_history(run_dir), float(summary.get("best_val_auc", float("nan"))))
+
+
+__all__ = ["train", "is_finished", "read_history", "TrainResult", "ConfigMismatchError"]

@@ -1,0 +1,104 @@
+"""Embedding and Siamese models: shapes, unit norm, backbones, save/reload, weights errors."""
+
+import numpy as np
+import pytest
+
+from tinymatch import model as model_module
+from tinymatch.config import Config
+from tinymatch.model import (build_embedding_model, build_siamese_model, embedding_from_siamese,
+                             load_model, siamese_threshold)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def smoke_embedding():
+    return build_embedding_model(Config.from_profile("smoke"))
+
+
+def test_embedding_shape_and_unit_norm(smoke_embedding, images):
+    embeddings = np.asarray(smoke_embedding(images))
+    assert embeddings.shape == (4, Config.from_profile("smoke").embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert smoke_embedding.input_shape == (None, 64, 64, 3)
+
+
+def test_no_lambda_layers(smoke_embedding):
+    import keras
+
+    def walk(model):
+        for layer in model.layers:
+            assert not isinstance(layer, keras.layers.Lambda), layer.name
+            if isinstance(layer, keras.Model):
+                walk(layer)
+
+    walk(smoke_embedding)
+
+
+def test_inference_is_deterministic_despite_augmentation(smoke_embedding, images):
+    np.testing.assert_allclose(np.asarray(smoke_embedding(images)), np.asarray(smoke_embedding(images)))
+
+
+@pytest.mark.parametrize("backbone,image_size", [("mobilenetv2", 64), ("inceptionv3", 75)])
+def test_keras_applications_build_without_weights(backbone, image_size, images):
+    config = Config.from_profile("smoke", backbone=backbone, image_size=image_size, weights="")
+    embedding = build_embedding_model(config)
+    assert np.asarray(embedding(images[:1])).shape == (1, config.embedding_dim)
+
+
+def test_inception_below_minimum_size_names_image_size():
+    with pytest.raises(ValueError, match="image_size"):
+        build_embedding_model(Config.from_profile("smoke", backbone="inceptionv3", image_size=64))
+
+
+def test_imagenet_without_network_fails_fast_with_advice(monkeypatch):
+    monkeypatch.setattr(model_module, "_network_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(model_module, "_imagenet_weights_cached", lambda backbone: False)
+    with pytest.raises(model_module.WeightsUnavailableError, match="local weights file"):
+        build_embedding_model(Config.from_profile("smoke", backbone="mobilenetv2", weights="imagenet"))
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        build_embedding_model(Config.from_profile("smoke", backbone="mobilenetv2", weights=str(missing)))
+
+
+def test_preprocessing_matches_keras_applications(images):
+    import keras
+
+    caffe = model_module.ApplicationPreprocessing("caffe")(images)
+    np.testing.assert_allclose(np.asarray(caffe),
+                               keras.applications.resnet50.preprocess_input(images.copy()), atol=1e-4)
+    tf_mode = model_module.ApplicationPreprocessing("tf")(images)
+    np.testing.assert_allclose(np.asarray(tf_mode),
+                               keras.applications.mobilenet_v2.preprocess_input(images.copy()), atol=1e-5)
+
+
+def test_siamese_save_reload_identical(smoke_embedding, images, tmp_path):
+    siamese = build_siamese_model(smoke_embedding, threshold=0.8)
+    before = siamese([images, images[::-1]])
+    path = tmp_path / "siamese.keras"
+    siamese.save(path)
+    reloaded = load_model(path)
+    after = reloaded([images, images[::-1]])
+    np.testing.assert_array_equal(np.asarray(before["distance"]), np.asarray(after["distance"]))
+    np.testing.assert_array_equal(np.asarray(before["match"]), np.asarray(after["match"]))
+    assert siamese_threshold(reloaded) == pytest.approx(0.8)
+    embedding = embedding_from_siamese(reloaded)
+    np.testing.assert_array_equal(np.asarray(embedding(images)), np.asarray(smoke_embedding(images)))
+
+
+def test_siamese_distance_and_decision(smoke_embedding, images):
+    siamese = build_siamese_model(smoke_embedding, threshold=1e-4)
+    out = siamese([images, images])
+    np.testing.assert_allclose(np.asarray(out["distance"]), 0.0, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(out["match"]), 1.0)
+
+
+def test_load_model_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.keras"):
+        load_model(tmp_path / "absent.keras")

@@ -1,0 +1,119 @@
+"""train(): a smoke run fills the run dir, resumes after an interruption, skips a finished run."""
+
+import csv
+import shutil
+
+import keras
+import pytest
+
+from tinymatch.config import Config
+from tinymatch.model import load_model, siamese_threshold
+from tinymatch.train import ConfigMismatchError, is_finished, read_history, train
+
+RUN_FILES = ("config.json", "history.csv", "model.keras", "siamese.keras", "split.csv",
+             "training.json")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _KillAfterEpoch(keras.callbacks.Callback):
+    """Raises at the end of the given (0-based) epoch, before its checkpoint is written."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt(f"killed in epoch {epoch + 1}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, synthetic_dir):
+    """One smoke training, interrupted in epoch 2 and resumed (shared by the tests below)."""
+    config = Config.from_profile("smoke", data=str(synthetic_dir), epochs=2, warmup_epochs=1)
+    run_dir = tmp_path_factory.mktemp("run")
+    with pytest.raises(_Interrupt):
+        train(config, run_dir, progress=False, callbacks=[_KillAfterEpoch(1)])
+    interrupted = read_history(run_dir)
+    result = train(config, run_dir, progress=False)
+    return config, run_dir, interrupted, result
+
+
+def test_interrupted_run_kept_its_completed_epochs(finished_run):
+    _, run_dir, interrupted, _ = finished_run
+    assert [row["epoch"] for row in interrupted] == [1]
+    assert (run_dir / "checkpoints" / "last" / "training.keras").is_file()
+
+
+def test_resume_continues_at_the_next_epoch(finished_run):
+    config, run_dir, interrupted, result = finished_run
+    history = read_history(run_dir)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[0] == interrupted[0]  # the first epoch was not redone
+    assert [row["phase"] for row in history] == ["warmup", "triplet", "triplet"]
+    assert result.history[-1]["epoch"] == 3
+
+
+def test_run_dir_has_every_output(finished_run):
+    _, run_dir, _, result = finished_run
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert 0.0 <= result.best_val_auc <= 1.0
+
+
+def test_history_has_mining_health_columns(finished_run):
+    _, run_dir, _, _ = finished_run
+    with (run_dir / "history.csv").open() as handle:
+        columns = next(csv.reader(handle))
+    for column in ("loss", "active_fraction", "mean_positive_distance", "mean_negative_distance",
+                   "val_auc", "lr", "seconds"):
+        assert column in columns
+
+
+def test_saved_models_reload(finished_run):
+    _, run_dir, _, _ = finished_run
+    embedding = load_model(run_dir / "model.keras")
+    siamese = load_model(run_dir / "siamese.keras")
+    assert embedding.output_shape[-1] == Config.from_profile("smoke").embedding_dim
+    assert siamese_threshold(siamese) > 0
+
+
+def test_finished_run_is_skipped_and_other_configs_refused(finished_run):
+    config, run_dir, _, _ = finished_run
+    assert is_finished(run_dir, config)
+    assert is_finished(run_dir, config.replace(bootstrap_samples=7))  # evaluation-only field
+    assert not is_finished(run_dir, config.replace(epochs=5))
+    stamp = (run_dir / "model.keras").stat().st_mtime_ns
+    train(config, run_dir, progress=False)
+    assert (run_dir / "model.keras").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigMismatchError, match="epochs"):
+        train(config.replace(epochs=5), run_dir, progress=False)
+
+
+def test_cli_train_writes_a_run(tmp_path, synthetic_dir, finished_run):
+    from tinymatch.cli import main
+
+    config, run_dir, _, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config_file = tmp_path / "config.json"
+    config.save(config_file)
+    # Same config, finished run: the command returns at once without training.
+    assert main(["-q", "train", "--config", str(config_file), "--out", str(copy)]) == 0
+
+
+def test_optimizer_schedule_peaks_at_the_requested_rate():
+    import numpy as np
+
+    from tinymatch.train import _optimizer
+
+    config = Config.from_profile("smoke", learning_rate=1e-3)
+    # The linear warm-up starts at a tenth of the peak.
+    finetune = _optimizer(config, total_steps=100, peak_learning_rate=2e-4).learning_rate
+    assert float(np.asarray(finetune)) == pytest.approx(2e-5)
+    default = _optimizer(config, total_steps=100).learning_rate
+    assert float(np.asarray(default)) == pytest.approx(1e-4)
