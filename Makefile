@@ -10,7 +10,10 @@ RUN_DIR ?= runs/$(PROFILE)
 # Dataset: DATA=..., else $TINYMATCH_DATA, else the shared copy beside the repo, else data/ (downloaded).
 DATA ?= $(or $(TINYMATCH_DATA),$(wildcard ../shared/data/tiny-imagenet-200-train.zip),data/tiny-imagenet-200.zip)
 
-.PHONY: setup system-packages test report data lab bench clean-venv
+# Extra finished run directories for the report's loss comparison table (e.g. a batch-hard run).
+COMPARE ?=
+
+.PHONY: setup system-packages test report reference data lab bench clean-venv
 
 setup: system-packages $(BIN)/tinymatch
 
@@ -41,7 +44,12 @@ data: $(BIN)/tinymatch
 
 report: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || [ "$(PROFILE)" = smoke ] || $(TM) download --data "$(DATA)"
-	$(TM) report --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),,--data "$(DATA)") --out $(RUN_DIR)
+	$(TM) report --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),,--data "$(DATA)") --out $(RUN_DIR) \
+	  $(foreach run,$(COMPARE),--compare $(run))
+
+# Keep the report's run beside it: config, metrics and both models (small) in reports/reference/.
+reference: report
+	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/model.keras $(RUN_DIR)/siamese.keras reports/reference/
 
 lab: $(BIN)/tinymatch
 	$(BIN)/jupyter lab notebooks/
