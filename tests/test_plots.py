@@ -101,3 +101,19 @@ def test_embedding_map(tmp_path, rng, method):
 def test_save_fig_rejects_other_formats(tmp_path):
     with pytest.raises(ValueError, match="png"):
         plots.save_fig(Figure(), tmp_path / "figure.pdf")
+
+
+def test_training_curves_puts_the_warmup_cross_entropy_on_its_own_axis(tmp_path):
+    from tinymatch.report import read_history
+
+    (tmp_path / "history.csv").write_text(
+        "epoch,phase,loss,accuracy,active_fraction,mean_positive_distance,mean_negative_distance,val_auc,lr,seconds\n"
+        "1,warmup,4.7,0.05,1,0.8,0.9,0.65,0.001,10\n"
+        "2,triplet,0.48,nan,0.9,1.1,1.3,0.70,0.0005,10\n")
+    history = read_history(tmp_path)
+    assert list(history["phase"]) == ["warmup", "triplet"]  # text column stays text
+    assert np.isnan(history["accuracy"][1])
+    fig = plots.training_curves(history)
+    loss_axis, twin = fig.axes[0], fig.axes[-1]
+    assert np.isnan(loss_axis.lines[0].get_ydata()[0])  # cross-entropy not on the triplet axis
+    assert twin.lines[0].get_ydata()[0] == pytest.approx(4.7)

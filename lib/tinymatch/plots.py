@@ -135,6 +135,23 @@ def training_curves(history: Mapping[str, Sequence[float]]) -> Figure:
     epochs = np.arange(1, len(next(iter(history.values()), [])) + 1)
     fig = _figure(10, 6.4)
     (loss, active), (distances, auc) = fig.subplots(2, 2, sharex=True)
+    # A classification warm-up logs cross-entropy in the loss column: show it on its own axis and
+    # shade the warm-up epochs, so the triplet loss keeps a readable scale.
+    phase = np.asarray(history.get("phase", [""] * len(epochs))).astype(str)
+    warmup = phase == "warmup"
+    if warmup.any():
+        history = dict(history)
+        values = np.asarray(history["loss"], dtype=float)
+        history["loss"] = np.where(warmup, np.nan, values)
+        twin = loss.twinx()
+        twin.plot(epochs[warmup], values[warmup], "--", color="gray", marker="s", markersize=3,
+                  label="warm-up cross-entropy")
+        twin.set_ylabel("cross-entropy", fontsize=8, color="gray")
+        twin.tick_params(labelsize=8, colors="gray")
+        for ax in (loss, active, distances, auc):
+            ax.axvspan(0.5, epochs[warmup].max() + 0.5, color="gray", alpha=0.08, lw=0)
+        loss.text(0.02, 0.04, "shaded: softmax warm-up", transform=loss.transAxes, fontsize=8,
+                  va="bottom", color="gray")
     panels = [
         (loss, "Triplet loss", [("loss", "train loss", SEEN_COLOR, "-"), ("val_loss", "val loss", UNSEEN_COLOR, "-")]),
         (active, "Active triplets (non-zero semi-hard loss)",

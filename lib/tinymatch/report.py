@@ -335,7 +335,14 @@ def read_history(run_dir) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise FileNotFoundError(f"training history not found: {path} (run 02_train first)") from None
     columns = rows[0].keys() if rows else []
-    return {name: np.array([_float(row[name]) for row in rows]) for name in columns}
+    return {name: _history_column([row[name] for row in rows]) for name in columns}
+
+
+def _history_column(values: list[str]) -> np.ndarray:
+    """Numbers as a float array (blank or 'nan' -> NaN); a text column (phase) stays text."""
+    numbers = np.array([_float(value) for value in values])
+    is_text = [np.isnan(n) and value.strip().lower() not in ("", "nan") for n, value in zip(numbers, values)]
+    return np.array(values) if any(is_text) else numbers
 
 
 def model_facts(run_dir) -> dict[str, Any]:
@@ -552,7 +559,7 @@ def read_run(run_dir) -> dict[str, Any]:
     """Everything the report reads from a run directory (files that are missing are left out)."""
     run_dir = Path(run_dir)
     run: dict[str, Any] = {"run_dir": run_dir, "config": Config.load(run_dir / "config.json")}
-    for name in ("metrics", "data_facts", "model_facts"):
+    for name in ("metrics", "data_facts", "model_facts", "training"):
         path = run_dir / f"{name}.json"
         if path.is_file():
             run[name] = read_json(path)
@@ -621,14 +628,26 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         loss = {"semihard": "semi-hard", "hard": "batch-hard"}[config.loss]
         loss += " (soft)" if config.soft and config.loss == "hard" else ""
         row = [Path(run_dir).name, loss, fmt(config.margin, 2), len(history.get("loss", [])),
+               _best_epoch_label(run),
                fmt(float(np.nansum(history["seconds"])), 0) if "seconds" in history else "n/a"]
         for protocol in PROTOCOLS:
             trained = metrics.get(protocol, {}).get("trained")
             row += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
                     if trained else ["n/a"] * 2)
         rows.append(row)
-    return markdown_table(["run", "loss", "margin", "epochs", "training seconds", "seen AUC", "seen P@1",
-                           "unseen AUC", "unseen P@1"], rows, align="llrrrrrrr")
+    return markdown_table(["run", "loss", "margin", "epochs", "kept epoch", "training seconds", "seen AUC",
+                           "seen P@1", "unseen AUC", "unseen P@1"], rows, align="llrrlrrrrr")
+
+
+def _best_epoch_label(run: Mapping[str, Any]) -> str:
+    """The epoch whose weights the run kept, and its phase: a warm-up epoch means the triplet
+    epochs never beat the classifier's embedding on validation AUC."""
+    best = run.get("training", {}).get("best_epoch")
+    phases = run.get("history", {}).get("phase", [])
+    if not best:
+        return "n/a"
+    phase = phases[int(best) - 1] if 0 < int(best) <= len(phases) else ""
+    return f"{int(best)} ({phase})" if phase else str(int(best))
 
 
 def config_table(config: Config, names: Sequence[str] | None = None) -> str:
