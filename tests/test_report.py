@@ -96,7 +96,12 @@ def _fake_run(run_dir, loss, auc):
     Config.from_profile("smoke", loss=loss).save(run_dir / "config.json")
     trained = {"test": {"roc_auc": auc}, "retrieval": {"precision_at_1": auc - 0.1}}
     (run_dir / "metrics.json").write_text(json.dumps({"seen": {"trained": trained}, "unseen": {"trained": trained}}))
-    (run_dir / "history.csv").write_text("epoch,loss,seconds\n0,0.5,10\n1,0.4,11\n")
+    (run_dir / "history.csv").write_text(
+        "epoch,phase,loss,mean_positive_distance,mean_negative_distance,seconds\n"
+        f"1,warmup,4.5,0.5,0.6,10\n2,triplet,0.4,{0.5 if loss == 'semihard' else 0.01},"
+        f"{0.9 if loss == 'semihard' else 0.01},11\n")
+    kept = 2 if loss == "semihard" else 1
+    (run_dir / "training.json").write_text(json.dumps({"best_epoch": kept, "finished": True}))
     return run_dir
 
 
@@ -105,8 +110,12 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     text = report.loss_comparison_markdown(runs)
     rows = [line for line in text.splitlines() if line.startswith("| semihard") or line.startswith("| hard")]
     assert len(rows) == 2
-    assert "| semihard | semi-hard | 0.50 | 2 | 21 | 0.910 | 0.810 | 0.910 | 0.810 |" in rows
+    assert "| semihard | semi-hard | 0.50 | 2 | 2 (triplet) | 21 | 0.910 | 0.810 | 0.910 | 0.810 |" in rows
+    assert "| hard | batch-hard | 0.50 | 2 | 1 (warmup) | 21 | 0.880 | 0.780 | 0.880 | 0.780 |" in rows
     assert "run `semihard` (semi-hard triplet loss)" in text
+    # A run that kept its warm-up epoch is called out, with its collapse when the distances show one.
+    assert "Run `hard` kept a warm-up epoch" in text and "collapsed embedding" in text
+    assert "Run `semihard` kept" not in text
     assert "second loss" in report.loss_comparison_markdown(runs[:1])
 
 

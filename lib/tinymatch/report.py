@@ -894,8 +894,7 @@ def training_markdown(run: Mapping[str, Any], figs: Figures) -> str:
     if "seconds" in summary:
         text[0] += f" in {fmt(summary['seconds'], 0)} s"
     text[0] += f" ({figs.ref('training_curves')})."
-    if "loss" in summary:
-        text.append(f"The loss went from {fmt(summary['loss']['first'])} to {fmt(summary['loss']['last'])}.")
+    text += _phase_sentences(run.get("history", {}))
     if "active_fraction" in summary:
         text.append(f"The fraction of active anchor-positive pairs went from "
                     f"{fmt(summary['active_fraction']['first'])} "
@@ -904,10 +903,33 @@ def training_markdown(run: Mapping[str, Any], figs: Figures) -> str:
         text.append(f"In the last epoch the mean anchor-positive distance was "
                     f"{fmt(summary['mean_positive_distance']['last'])} and the mean anchor-negative distance "
                     f"{fmt(summary['mean_negative_distance']['last'])}.")
+        gap = summary["mean_negative_distance"]["last"] - summary["mean_positive_distance"]["last"]
+        margin = run["config"].margin
+        if summary.get("active_fraction", {}).get("last", 0) > 0.95 and gap < margin:
+            text.append(f"Nearly every anchor-positive pair still has a non-zero loss: the gap between the mean "
+                        f"negative and positive distances ({fmt(gap)}) is below the margin ({fmt(margin, 2)}), so "
+                        f"the loss stays close to the margin. Mining is alive (no collapse: the two distances "
+                        f"differ); what limits the result is how well the network separates the classes.")
     if "best_val_auc" in summary:
         text.append(f"The best validation ROC AUC, {fmt(summary['best_val_auc'])}, was reached in epoch "
                     f"{summary['best_epoch']}; that model is evaluated below.")
     return " ".join(text)
+
+
+def _phase_sentences(history: Mapping[str, Any]) -> list[str]:
+    """How each phase's loss moved: a warm-up logs cross-entropy, the triplet phase the triplet
+    loss, so one "from ... to ..." over both would compare different quantities."""
+    losses = np.asarray(history.get("loss", []), dtype=float)
+    phases = np.asarray(history.get("phase", ["triplet"] * len(losses))).astype(str)
+    sentences = []
+    for phase, what in (("warmup", "the softmax warm-up's cross-entropy"), ("triplet", "the triplet loss")):
+        values = losses[phases == phase]
+        values = values[np.isfinite(values)]
+        if len(values):
+            epochs = int((phases == phase).sum())
+            sentences.append(f"Over {epochs} epoch{'s' if epochs > 1 else ''} {what} went from "
+                             f"{fmt(values[0])} to {fmt(values[-1])}.")
+    return sentences
 
 
 def verification_markdown(run: Mapping[str, Any], figs: Figures) -> str:
@@ -947,8 +969,20 @@ def loss_comparison_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
                 f"with. To fill it, train a run with `\"loss\": \"{other}\"` in its configuration and pass both "
                 f"run directories: `tinymatch report --config CONFIG --out RUN_DIR --compare OTHER_RUN_DIR`.")
     best = max(runs, key=lambda run: _seen_auc(run))
-    return (f"{table}\n\nAll rows are evaluated with the same protocols and pair sampling. The highest ROC AUC on "
-            f"seen classes is that of run `{Path(best['run_dir']).name}` ({LOSS_NAMES[best['config'].loss]}).")
+    notes = [f"All rows are evaluated with the same protocols and pair sampling. The highest ROC AUC on seen "
+             f"classes is that of run `{Path(best['run_dir']).name}` ({LOSS_NAMES[best['config'].loss]})."]
+    for run in runs:
+        if "(warmup)" in _best_epoch_label(run):
+            history = run.get("history", {})
+            positive = np.asarray(history.get("mean_positive_distance", [np.nan]), dtype=float)[-1]
+            negative = np.asarray(history.get("mean_negative_distance", [np.nan]), dtype=float)[-1]
+            notes.append(f"Run `{Path(run['run_dir']).name}` kept a warm-up epoch: none of its "
+                         f"{LOSS_NAMES[run['config'].loss]} epochs beat the classifier's embedding on validation "
+                         f"AUC, so its row measures the warm-up model. In its last epoch the mean anchor-positive "
+                         f"and anchor-negative distances were {fmt(positive)} and {fmt(negative)}"
+                         + (" (a collapsed embedding: every image mapped to nearly the same point)."
+                            if negative < 0.1 else "."))
+    return f"{table}\n\n" + " ".join(notes)
 
 
 def _seen_auc(run: Mapping[str, Any]) -> float:
