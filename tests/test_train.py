@@ -80,6 +80,12 @@ def test_saved_models_reload(finished_run):
     siamese = load_model(run_dir / "siamese.keras")
     assert embedding.output_shape[-1] == Config.from_profile("smoke").embedding_dim
     assert siamese_threshold(siamese) > 0
+    # The archives are deflated (smaller committed reference models), and keras reads them.
+    import zipfile
+
+    with zipfile.ZipFile(run_dir / "model.keras") as archive:
+        assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert not list(run_dir.glob(".*.tmp*")) and not list(run_dir.glob(".*.keras"))
 
 
 def test_finished_run_is_skipped_and_other_configs_refused(finished_run):

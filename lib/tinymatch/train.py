@@ -464,8 +464,27 @@ def _save_model(model, path, clone=True):
     if clone:
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     with atomic_path(path) as tmp:
-        model.save(tmp.with_suffix(".keras"))
-        tmp.with_suffix(".keras").rename(tmp)
+        stored = tmp.with_suffix(".keras")  # keras insists on the suffix
+        try:
+            model.save(stored)
+            _deflate_archive(stored, tmp)
+        finally:
+            stored.unlink(missing_ok=True)
+
+
+def _deflate_archive(source, target):
+    """Copy a .keras archive with its members deflated.
+
+    Keras writes the archive uncompressed; deflating shrinks float32 weights by about 10% (the
+    cpu profile's models from 5.2 to 4.7 MB, under the 5 MB a committed reference model may take).
+    `keras.saving.load_model` reads either form.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(source) as original, \
+            zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as deflated:
+        for member in original.infolist():
+            deflated.writestr(member, original.read(member), compress_type=zipfile.ZIP_DEFLATED)
 
 
 def _write_history(path, rows):
