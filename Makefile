@@ -58,7 +58,7 @@ bench: $(BIN)/tinymatch
 	$(BIN)/python benchmarks/bench_loss.py --out benchmarks/results/loss.json
 	$(BIN)/python benchmarks/bench_eval.py --out benchmarks/results/eval.json
 	$(BIN)/python benchmarks/bench_data.py "$(DATA)" --out benchmarks/results/data.json
-	$(BIN)/python benchmarks/bench_train.py --data "$(DATA)" --out benchmarks/results/train.json
+	$(BIN)/python benchmarks/bench_train.py --data "$(DATA)" --json benchmarks/results/train.json
 
 clean-venv:
 	rm -rf $(VENV)
