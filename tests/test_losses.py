@@ -31,6 +31,8 @@ from tinymatch.losses import (
     triplet_semihard_loss,
 )
 
+from tfa_reference import tfa_semihard_reference  # tests/tfa_reference.py
+
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "tfa_triplet_golden.npz"
 if not GOLDEN.exists():  # the checkout may live elsewhere; the shared dir is fixed on this machine
     GOLDEN = Path("/work/shared/fixtures/tfa_triplet_golden.npz")
@@ -112,32 +114,6 @@ def brute_force_hard(labels, embeddings, margin, soft, metric):
         x = hardest_positive - hardest_negative
         losses.append(math.log1p(math.exp(x)) if soft else max(x + margin, 0.0))
     return float(np.mean(losses))
-
-
-def tfa_semihard_reference(labels, embeddings, margin, metric):
-    """tfa.losses.triplet_semihard_loss, line by line (O(B^3) tile), for gradient comparisons."""
-    labels = tf.reshape(labels, [-1, 1])
-    pdist = pairwise_distances(embeddings, metric)  # itself checked against the fixture
-    adjacency = tf.equal(labels, tf.transpose(labels))
-    adjacency_not = tf.logical_not(adjacency)
-    batch_size = tf.size(labels)
-    pdist_tile = tf.tile(pdist, [batch_size, 1])
-    mask = tf.logical_and(tf.tile(adjacency_not, [batch_size, 1]),
-                          tf.greater(pdist_tile, tf.reshape(tf.transpose(pdist), [-1, 1])))
-    mask_final = tf.transpose(tf.reshape(
-        tf.greater(tf.reduce_sum(tf.cast(mask, tf.float32), 1, keepdims=True), 0.0),
-        [batch_size, batch_size]))
-    adjacency_not = tf.cast(adjacency_not, tf.float32)
-    mask = tf.cast(mask, tf.float32)
-    axis_max = tf.reduce_max(pdist_tile, 1, keepdims=True)
-    outside = tf.reduce_min((pdist_tile - axis_max) * mask, 1, keepdims=True) + axis_max
-    outside = tf.transpose(tf.reshape(outside, [batch_size, batch_size]))
-    axis_min = tf.reduce_min(pdist, 1, keepdims=True)
-    inside = tf.reduce_max((pdist - axis_min) * adjacency_not, 1, keepdims=True) + axis_min
-    inside = tf.tile(inside, [1, batch_size])
-    loss_mat = margin + pdist - tf.where(mask_final, outside, inside)
-    mask_positives = tf.cast(adjacency, tf.float32) - tf.linalg.diag(tf.ones([batch_size]))
-    return tf.reduce_sum(tf.maximum(loss_mat * mask_positives, 0.0)) / tf.reduce_sum(mask_positives)
 
 
 def random_batch(rng, batch_size, dim, num_classes, normalize=True):
