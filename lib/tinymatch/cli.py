@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from tinymatch.config import PROFILES, Config, resolve_data_path
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features) drown the command's own output;
+    # set TF_CPP_MIN_LOG_LEVEL=0 to see them again.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return args.func(args)
     except (UserError, FileNotFoundError, ValueError) as err:
