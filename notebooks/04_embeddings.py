@@ -35,10 +35,8 @@ from pathlib import Path
 from IPython.display import Markdown
 
 from tinymatch import plots, projector, report
-from tinymatch.config import Config
 
-cfg = Config.from_dict(config) if config else Config.from_profile("smoke")
-cfg, run_path = report.setup(cfg, run_dir)
+cfg, run_path = report.setup(config, run_dir)  # {} and "": the smoke profile
 figs = Path(figs_dir)
 dataset, splits = report.load_data(cfg, run_path, progress=progress)
 embeddings, indices = report.projection_sample(run_path, dataset, splits, cfg, progress=progress)

@@ -26,10 +26,8 @@ progress = False  # progress bars inside the notebook
 from IPython.display import Markdown
 
 from tinymatch import report
-from tinymatch.config import Config
 
-cfg = Config.from_dict(config) if config else Config.from_profile("smoke")
-cfg, run_path = report.setup(cfg, run_dir)
+cfg, run_path = report.setup(config, run_dir)  # {} and "": the smoke profile
 run = report.read_run(run_path)
 figs = report.Figures(figs_dir)
 n = report.key_numbers(run)
