@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import html
 import os
 import re
@@ -327,22 +326,22 @@ def train_or_reuse(config: Config, run_dir, *, progress: bool = False) -> str:
 
 
 def read_history(run_dir) -> dict[str, np.ndarray]:
-    """history.csv as {column: float array}, one value per epoch."""
+    """history.csv as {column: array}, one value per epoch (train.read_history's rows, by column)."""
+    from tinymatch.train import read_history as history_rows  # the one parser of history.csv
+
     path = Path(run_dir) / "history.csv"
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"training history not found: {path} (run 02_train first)") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"training history not found: {path} (run 02_train first)")
+    rows = history_rows(run_dir)
     columns = rows[0].keys() if rows else []
     return {name: _history_column([row[name] for row in rows]) for name in columns}
 
 
-def _history_column(values: list[str]) -> np.ndarray:
-    """Numbers as a float array (blank or 'nan' -> NaN); a text column (phase) stays text."""
-    numbers = np.array([_float(value) for value in values])
-    is_text = [np.isnan(n) and value.strip().lower() not in ("", "nan") for n, value in zip(numbers, values)]
-    return np.array(values) if any(is_text) else numbers
+def _history_column(values: list) -> np.ndarray:
+    """Numbers as a float array (blank -> NaN); a text column (phase) stays text."""
+    if any(isinstance(value, str) and value.strip() for value in values):
+        return np.array([str(value) for value in values])
+    return np.array([value if isinstance(value, float) else np.nan for value in values], dtype=float)
 
 
 def model_facts(run_dir) -> dict[str, Any]:
@@ -1012,13 +1011,6 @@ def _metrics_of(run: Mapping[str, Any]) -> dict[str, Any]:
     if "metrics" not in run:
         raise FileNotFoundError(f"{Path(run['run_dir']) / 'metrics.json'} not found (run 03_evaluate first)")
     return run["metrics"]
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 # =================================================================================================
