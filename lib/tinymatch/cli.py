@@ -15,10 +15,6 @@ import sys
 from tinymatch.config import PROFILES, Config, resolve_data_path
 
 
-class UserError(Exception):
-    """An error caused by input the user can fix; printed without a traceback."""
-
-
 def _add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="dataset directory or zip (default: $TINYMATCH_DATA, else data/tiny-imagenet-200)")
@@ -187,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return args.func(args)
-    except (UserError, FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:
         # Library errors of these types name the file or parameter at fault.
         print(f"tinymatch {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -200,4 +196,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "UserError"]
+__all__ = ["main", "build_parser"]
