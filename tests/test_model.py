@@ -102,3 +102,35 @@ def test_siamese_distance_and_decision(smoke_embedding, images):
 def test_load_model_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.keras"):
         load_model(tmp_path / "absent.keras")
+
+
+def test_flip_averaged_model_is_mirror_invariant_and_reloads(smoke_embedding, images, tmp_path):
+    from tinymatch.model import build_flip_averaged_model
+
+    averaged = build_flip_averaged_model(smoke_embedding)
+    direct = np.asarray(averaged(images))
+    mirrored = np.asarray(averaged(images[:, :, ::-1]))
+    np.testing.assert_allclose(direct, mirrored, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(direct, axis=1), 1.0, atol=1e-5)
+    # It is the normalised sum of the two views of the wrapped embedding (shared weights).
+    plain = np.asarray(smoke_embedding(images)) + np.asarray(smoke_embedding(images[:, :, ::-1]))
+    np.testing.assert_allclose(direct, plain / np.linalg.norm(plain, axis=1, keepdims=True), atol=1e-5)
+    averaged.save(tmp_path / "averaged.keras")
+    np.testing.assert_allclose(np.asarray(load_model(tmp_path / "averaged.keras")(images)), direct,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [dict(image_size=32, augment=False), dict(image_size=32),
+                                       dict(image_size=80)])
+def test_reloaded_model_called_directly_is_in_inference_mode(overrides, images, tmp_path):
+    """`model(images)` on a reloaded .keras file: no augmentation, BatchNorm moving statistics.
+
+    (keras.layers.Resizing saved `training=True` into the graph, which turned both on.)"""
+    from tinymatch.train import _save_model
+
+    embedding = build_embedding_model(Config.from_profile("smoke", **overrides))
+    _save_model(embedding, tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras")
+    expected = embedding.predict(images, verbose=0)
+    np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(reloaded(images[:2])), expected[:2], atol=1e-5)

@@ -110,8 +110,9 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     text = report.loss_comparison_markdown(runs)
     rows = [line for line in text.splitlines() if line.startswith("| semihard") or line.startswith("| hard")]
     assert len(rows) == 2
-    assert "| semihard | semi-hard | 0.50 | 2 | 2 (triplet) | 21 | 0.910 | 0.810 | 0.910 | 0.810 |" in rows
-    assert "| hard | batch-hard | 0.50 | 2 | 1 (warmup) | 21 | 0.880 | 0.780 | 0.880 | 0.780 |" in rows
+    recipe = "compact w8 @64 px, 0 + 2 epochs"  # the smoke profile's model and schedule
+    assert f"| semihard | {recipe} | semi-hard | 0.50 | 2 | 2 (triplet) | 21 | 0.910 | 0.810 | 0.910 | 0.810 |" in rows
+    assert f"| hard | {recipe} | batch-hard | 0.50 | 2 | 1 (warmup) | 21 | 0.880 | 0.780 | 0.880 | 0.780 |" in rows
     assert "run `semihard` (semi-hard triplet loss)" in text
     # A run that kept its warm-up epoch is called out, with its collapse when the distances show one.
     assert "Run `hard` kept a warm-up epoch" in text and "collapsed embedding" in text

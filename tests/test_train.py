@@ -123,3 +123,76 @@ def test_optimizer_schedule_peaks_at_the_requested_rate():
     assert float(np.asarray(finetune)) == pytest.approx(2e-5)
     default = _optimizer(config, total_steps=100).learning_rate
     assert float(np.asarray(default)) == pytest.approx(1e-4)
+
+
+def test_one_input_pipeline_per_phase_and_flip_averaged_outputs(tmp_path, synthetic_dir, monkeypatch):
+    """Epochs of one phase share a fit and an input iterator (destroying a tf.data iterator could
+    stall for a minute), and the history still has one row per epoch."""
+    from tinymatch import data
+
+    created = []
+    original = data.pk_dataset
+
+    def counting_pk_dataset(*args, **kwargs):
+        if kwargs.get("repeat", True):
+            created.append(kwargs.get("seed"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data, "pk_dataset", counting_pk_dataset)
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=2, epochs=3,
+                                 steps_per_epoch=2, early_stopping_patience=0, test_time_flip=True)
+    train(config, tmp_path / "run", progress=False)
+    history = read_history(tmp_path / "run")
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    assert [row["phase"] for row in history] == ["warmup"] * 2 + ["triplet"] * 3
+    assert all(row["seconds"] > 0 for row in history)
+    assert len(created) == 2  # one per phase, not one per epoch
+    # test_time_flip: the saved embedding and the Siamese model see an image and its mirror alike.
+    import numpy as np
+
+    images = np.random.default_rng(3).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    embedding = load_model(tmp_path / "run" / "model.keras")
+    np.testing.assert_allclose(np.asarray(embedding(images)), np.asarray(embedding(images[:, :, ::-1])),
+                               atol=1e-5)
+    siamese = load_model(tmp_path / "run" / "siamese.keras")
+    distance = np.asarray(siamese([images, images[:, :, ::-1]])["distance"])
+    np.testing.assert_allclose(distance, 0.0, atol=1e-3)
+
+
+class _StopTraining(keras.callbacks.Callback):
+    """A user's callback that ends training (e.g. a stop button in a notebook)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_callback_can_stop_training(tmp_path, synthetic_dir):
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=2, epochs=2,
+                                 steps_per_epoch=2, early_stopping_patience=0)
+    result = train(config, tmp_path / "run", progress=False, callbacks=[_StopTraining()])
+    assert [row["epoch"] for row in read_history(tmp_path / "run")] == [1]
+    assert (tmp_path / "run" / "siamese.keras").is_file() and result.history[-1]["epoch"] == 1
+
+
+def test_half_precision_weights_keep_the_models_working(finished_run, tmp_path):
+    import numpy as np
+
+    from tinymatch.cli import main
+    from tinymatch.train import store_weights_at_half_precision
+
+    _, run_dir, _, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    images = np.random.default_rng(5).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    before = np.asarray(load_model(copy / "model.keras")(images))
+    threshold = siamese_threshold(load_model(copy / "siamese.keras"))
+    assert main(["-q", "half-precision", str(copy)]) == 0
+    embedding = load_model(copy / "model.keras")
+    for weight in embedding.weights:
+        values = np.asarray(weight.numpy())
+        np.testing.assert_array_equal(values, values.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(embedding(images)), before, atol=5e-3)
+    assert siamese_threshold(load_model(copy / "siamese.keras")) == threshold
+    (copy / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="metrics.json"):
+        store_weights_at_half_precision(copy)

@@ -8,6 +8,15 @@ factors, but composes zoom, rotation, translation and flip into ONE affine matri
 resamples the whole batch with a single `keras.ops.image.affine_transform` call; brightness and
 contrast are two vectorised arithmetic ops. Like the Keras layers it is only active with
 `training=True`, so it can live inside the embedding model and costs nothing at inference.
+
+With `output_size` set (a network input smaller than the image), the layer also does the model's
+downsizing: at inference a plain bilinear resize (what `keras.layers.Resizing` does), in training
+the same resample that applies the random transform reads the full-resolution image straight onto
+the smaller output grid. Why: augmenting after the resize resamples an already downsized image a
+second time, so training images come out blurrier than the test images (one bilinear resize);
+augmenting at full resolution before the resize avoids that but costs 4x (the resample's cost
+follows the output pixel count). Fused, the cost is that of the small output and, for the identity
+transform, the output equals the inference-time resize exactly.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ class ImageAugmentation(keras.layers.Layer):
     """
 
     def __init__(self, zoom=0.3, flip="horizontal", rotation=0.2, translation=0.2, brightness=0.2,
-                 contrast=0.2, seed=None, **kwargs):
+                 contrast=0.2, seed=None, output_size=None, **kwargs):
         super().__init__(**kwargs)
         if flip is None:
             flip = ""
@@ -51,6 +60,9 @@ class ImageAugmentation(keras.layers.Layer):
         self.translation = float(translation)
         self.brightness = float(brightness)
         self.contrast = float(contrast)
+        if output_size is not None and int(output_size) < 1:
+            raise ValueError(f"output_size={output_size!r}: must be a positive side in pixels or None")
+        self.output_size = None if output_size is None else int(output_size)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
@@ -90,10 +102,16 @@ class ImageAugmentation(keras.layers.Layer):
         images = ops.cast(images, "float32")
         shape = ops.shape(images)
         batch, height, width = shape[0], images.shape[1], images.shape[2]
-        if self.zoom or self.rotation or self.translation or self.flip:
+        resizing = self.output_size is not None and (self.output_size, self.output_size) != (height, width)
+        if self.zoom or self.rotation or self.translation or self.flip or resizing:
             transforms = self.affine_transforms(batch, float(height), float(width))
-            images = ops.image.affine_transform(images, transforms, interpolation="bilinear",
-                                                fill_mode="reflect", data_format="channels_last")
+            if resizing:
+                images = _resample(images, _onto_grid(transforms, height / self.output_size,
+                                                      width / self.output_size),
+                                   (self.output_size, self.output_size))
+            else:
+                images = ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                                    fill_mode="reflect", data_format="channels_last")
         if self.brightness:
             delta = self._uniform(batch, -self.brightness, self.brightness) * 255.0
             images = images + ops.reshape(delta, (-1, 1, 1, 1))
@@ -106,25 +124,62 @@ class ImageAugmentation(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if not training:
-            return inputs
+            if self.output_size is None:
+                return inputs
+            return ops.image.resize(ops.cast(inputs, "float32"), (self.output_size, self.output_size),
+                                    interpolation="bilinear", data_format="channels_last")
         return self.augment(inputs)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.output_size is None:
+            return input_shape
+        return (input_shape[0], self.output_size, self.output_size, *input_shape[3:])
 
     def get_config(self):
         config = super().get_config()
         config.update(zoom=self.zoom, flip=self.flip, rotation=self.rotation,
                       translation=self.translation, brightness=self.brightness,
-                      contrast=self.contrast, seed=self.seed)
+                      contrast=self.contrast, seed=self.seed, output_size=self.output_size)
         return config
 
 
+def _onto_grid(transforms, scale_y, scale_x):
+    """Compose [batch, 8] full-resolution transforms with the map from a smaller output grid.
+
+    Output pixel p of the small grid sits at (p + 0.5) * scale - 0.5 in full-resolution pixels
+    (half-pixel centres, as the bilinear resize), so the composed transform is
+    A' = A * diag(scale), offset' = offset + A @ (scale - 1) / 2.
+    """
+    a00, a01, off_x, a10, a11, off_y, c0, c1 = ops.unstack(transforms, 8, axis=1)
+    shift_x, shift_y = (scale_x - 1.0) / 2.0, (scale_y - 1.0) / 2.0
+    return ops.stack([a00 * scale_x, a01 * scale_y, off_x + a00 * shift_x + a01 * shift_y,
+                      a10 * scale_x, a11 * scale_y, off_y + a10 * shift_x + a11 * shift_y,
+                      c0, c1], axis=1)
+
+
+def _resample(images, transforms, output_shape):
+    """Bilinear projective resample onto an `output_shape` grid (reflect fill).
+
+    `keras.ops.image.affine_transform` always outputs the input's size; the TensorFlow op under it
+    takes any output shape, which is what the fused resize needs (tinymatch trains on TensorFlow).
+    """
+    import tensorflow as tf
+
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=ops.cast(transforms, "float32"), output_shape=list(output_shape),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+
+
 def get_image_augmentation_layer(zoom=0.3, flip="horizontal", rotation=0.2, translation=0.2,
-                                 brightness=0.2, contrast=0.2, seed=None, name="augmentation"):
-    """The training-time augmentation layer (input float32 0..255; identity unless training)."""
+                                 brightness=0.2, contrast=0.2, seed=None, name="augmentation",
+                                 output_size=None):
+    """The training-time augmentation layer (input float32 0..255; identity unless training).
+
+    output_size: also downsize to this side (fused with the random transform, see the module doc).
+    """
     return ImageAugmentation(zoom=zoom, flip=flip, rotation=rotation, translation=translation,
-                             brightness=brightness, contrast=contrast, seed=seed, name=name)
+                             brightness=brightness, contrast=contrast, seed=seed, name=name,
+                             output_size=output_size)
 
 
 def get_keras_augmentation_layers(zoom=0.3, flip="horizontal", rotation=0.2, translation=0.2,
@@ -140,14 +195,14 @@ def get_keras_augmentation_layers(zoom=0.3, flip="horizontal", rotation=0.2, tra
     return keras.Sequential(layers, name="keras_augmentation")
 
 
-def augmentation_layer_for(config, seed=None):
+def augmentation_layer_for(config, seed=None, output_size=None):
     """The augmentation layer configured by `config` (zoom/flip/.../contrast), or None if off."""
     if not config.augment:
         return None
     return get_image_augmentation_layer(
         zoom=config.zoom, flip=config.flip, rotation=config.rotation,
         translation=config.translation, brightness=config.brightness, contrast=config.contrast,
-        seed=config.seed if seed is None else seed)
+        seed=config.seed if seed is None else seed, output_size=output_size)
 
 
 __all__ = ["ImageAugmentation", "get_image_augmentation_layer", "augmentation_layer_for",

@@ -72,6 +72,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_half_precision(args: argparse.Namespace) -> int:
+    from tinymatch import train
+
+    for name, (before, after) in train.store_weights_at_half_precision(args.run_dir).items():
+        print(f"{name}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB (weights at float16 precision)")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tinymatch import evaluate
 
@@ -145,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arg(p)
     p.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("half-precision", help="round a finished run's saved weights to float16 "
+                       "precision (smaller files to commit; run before evaluating)")
+    p.add_argument("run_dir", help="a finished training run directory")
+    p.set_defaults(func=_cmd_half_precision)
 
     p = sub.add_parser("evaluate", help="verification and retrieval metrics of a trained model")
     p.add_argument("--model", required=True, help="RUN_DIR/model.keras")

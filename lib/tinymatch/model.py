@@ -2,11 +2,11 @@
 
 The embedding model maps one float32 64x64x3 image in 0..255 to a unit-length vector:
 
-    [resize] -> [augmentation (training only)] -> preprocessing -> backbone -> global pooling
+    [augmentation (training only)] -> [resize] -> preprocessing -> backbone -> global pooling
         -> Dense(embedding_dim) -> UnitNormalization
 
-(the resize comes after the augmentation when it enlarges the image: augmentation always runs at
-the smaller resolution, where it is cheaper).
+(when the network input is smaller than 64x64 the augmentation layer does the resize itself, fused
+with its random transform: the resample then costs what the small image costs).
 
 Everything a caller would otherwise have to remember (the backbone's input scaling, the resize
 InceptionV3 needs) is inside the model, so `model(images)` is all there is to inference.
@@ -80,6 +80,42 @@ class ApplicationPreprocessing(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="tinymatch")
+class Resize(layers.Layer):
+    """Bilinear resize to size x size (what `keras.layers.Resizing` computes).
+
+    Why not `keras.layers.Resizing`: Keras 3.x records `training=True` in the saved graph node of its
+    preprocessing layers, so a reloaded model called directly (`model(images)`, no `training`
+    argument) ran every later layer in training mode: random augmentation, batch statistics in
+    BatchNorm. This layer has no `training` argument to record.
+    """
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, inputs):
+        return ops.image.resize(ops.cast(inputs, self.compute_dtype), (self.size, self.size),
+                                interpolation="bilinear", data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, *input_shape[3:])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="tinymatch")
+class HorizontalMirror(layers.Layer):
+    """Mirrors images left-right (always, unlike `keras.layers.RandomFlip`); channels-last."""
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="tinymatch")
@@ -247,20 +283,18 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
     i.e. config.jit_compile, has no kernel for the image transform op).
     """
     inputs = keras.Input(IMAGE_SHAPE, name="image")
-    augmentation = _augment.augmentation_layer_for(config) if include_augmentation else None
-    resize = (layers.Resizing(config.image_size, config.image_size, name="resize")
-              if config.image_size != IMAGE_SHAPE[0] else None)
-    # Augment at the smaller of the two resolutions: its cost grows with the pixel count (at a
-    # 32x32 network input, augmenting at 64x64 took ~20% of the training step; after the resize, ~5%).
-    # The factors are fractions of the image, so the transforms are the same either way.
+    downsizing = config.image_size < IMAGE_SHAPE[0]
+    # Downsizing with augmentation: one layer resizes (inference) or resamples the random
+    # transform straight onto the small grid (training): as cheap as augmenting the small image
+    # and without its second blur (see tinymatch.augment). Enlarging: augment first, at 64x64.
+    augmentation = (_augment.augmentation_layer_for(
+        config, output_size=config.image_size if downsizing else None)
+        if include_augmentation else None)
     x = inputs
-    if resize is not None and config.image_size < IMAGE_SHAPE[0]:
-        x = resize(x)
-        resize = None
     if augmentation is not None:
         x = augmentation(x)
-    if resize is not None:
-        x = resize(x)
+    if config.image_size != IMAGE_SHAPE[0] and (augmentation is None or not downsizing):
+        x = Resize(config.image_size, name="resize")(x)
     if config.backbone == "compact":
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
         backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width)
@@ -276,6 +310,26 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
     # Float32 output even under mixed precision: distances are sensitive to rounding.
     outputs = layers.UnitNormalization(dtype="float32", name="unit_norm")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_flip_averaged_model(embedding_model, name="flip_averaged_embedding"):
+    """Test-time flip averaging: the unit-norm mean of the embeddings of an image and its mirror.
+
+    Training augments with horizontal flips, so both views are equally valid inputs; averaging
+    them removes part of the embedding's noise at twice the inference cost (measured gain in
+    benchmarks/README.md). The wrapper shares the embedding's weights.
+    """
+    inputs = keras.Input(embedding_model.input_shape[1:], name="image")
+    mirrored = HorizontalMirror(name="mirror")(inputs)
+    # (a model reloaded from a .keras file returns its single output as a one-element list)
+    views = [_single_output(embedding_model(x)) for x in (inputs, mirrored)]
+    summed = layers.Add(name="flip_sum")(views)
+    outputs = layers.UnitNormalization(dtype="float32", name="flip_unit_norm")(summed)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _single_output(outputs):
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
 def backbone_of(embedding_model):
@@ -323,7 +377,18 @@ def load_model(path, compile=False):
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     _register_custom_objects()
-    return keras.saving.load_model(path, compile=compile)
+    model = keras.saving.load_model(path, compile=compile)
+    if not compile and _single_tensor_wrapped_in_lists(model):
+        # Saved from a model built on `model.inputs` (a list): calling it with one tensor would
+        # warn about the input structure on every call. Same graph and weights, plain structure.
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+    return model
+
+
+def _single_tensor_wrapped_in_lists(model):
+    return (isinstance(model, keras.Model) and hasattr(model, "_inputs_struct")
+            and isinstance(model._inputs_struct, (list, tuple)) and len(model.inputs) == 1
+            and len(model.outputs) == 1)
 
 
 def _register_custom_objects():
@@ -340,4 +405,4 @@ def _register_custom_objects():
 __all__ = ["build_embedding_model", "build_siamese_model", "build_compact_backbone",
            "build_application_backbone", "siamese_threshold", "siamese_distance_metric",
            "embedding_from_siamese", "load_model", "backbone_of", "ApplicationPreprocessing",
-           "PairDistance", "MatchDecision", "WeightsUnavailableError", "APPLICATIONS"]
+           "PairDistance", "MatchDecision", "HorizontalMirror", "Resize", "build_flip_averaged_model", "WeightsUnavailableError", "APPLICATIONS"]

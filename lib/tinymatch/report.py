@@ -346,14 +346,24 @@ def _history_column(values: list) -> np.ndarray:
 
 def model_facts(run_dir) -> dict[str, Any]:
     """Parameter counts and layers of RUN_DIR/model.keras, saved as model_facts.json for the report."""
+    import keras
+
     from tinymatch.model import load_model
 
     model = load_model(Path(run_dir) / "model.keras")
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = int(model.count_params())
-    layers = [{"name": layer.name, "type": type(layer).__name__,
-               "output_shape": str(getattr(layer, "output", None) is not None and tuple(layer.output.shape)),
-               "parameters": int(layer.count_params())} for layer in model.layers]
+    def describe(layer, prefix=""):
+        return {"name": prefix + layer.name, "type": type(layer).__name__,
+                "output_shape": str(getattr(layer, "output", None) is not None and tuple(layer.output.shape)),
+                "parameters": int(layer.count_params())}
+
+    layers = []
+    for layer in model.layers:
+        layers.append(describe(layer))
+        # A flip-averaged model wraps the embedding network: list that network's layers too.
+        if isinstance(layer, keras.Model) and any(isinstance(sub, keras.Model) for sub in layer.layers):
+            layers += [describe(sub, f"{layer.name}/") for sub in layer.layers]
     facts = {"name": model.name, "total_parameters": total, "trainable_parameters": trainable,
              "input_shape": list(model.input_shape[1:]), "output_shape": list(model.output_shape[1:]),
              "layers": layers}
@@ -626,7 +636,10 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         config, metrics, history = run["config"], run.get("metrics", {}), run.get("history", {})
         loss = {"semihard": "semi-hard", "hard": "batch-hard"}[config.loss]
         loss += " (soft)" if config.soft and config.loss == "hard" else ""
-        row = [Path(run_dir).name, loss, fmt(config.margin, 2), len(history.get("loss", [])),
+        recipe = (f"{config.backbone}{f' w{config.width}' if config.backbone == 'compact' else ''} "
+                  f"@{config.image_size} px, {config.warmup_epochs} + {config.epochs} epochs"
+                  + (", flip-averaged" if config.test_time_flip else ""))
+        row = [Path(run_dir).name, recipe, loss, fmt(config.margin, 2), len(history.get("loss", [])),
                _best_epoch_label(run),
                fmt(float(np.nansum(history["seconds"])), 0) if "seconds" in history else "n/a"]
         for protocol in PROTOCOLS:
@@ -634,8 +647,9 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
             row += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
                     if trained else ["n/a"] * 2)
         rows.append(row)
-    return markdown_table(["run", "loss", "margin", "epochs", "kept epoch", "training seconds", "seen AUC",
-                           "seen P@1", "unseen AUC", "unseen P@1"], rows, align="llrrlrrrrr")
+    return markdown_table(["run", "model, schedule (warm-up + triplet)", "loss", "margin", "epochs run",
+                           "kept epoch", "training seconds", "seen AUC", "seen P@1", "unseen AUC",
+                           "unseen P@1"], rows, align="lllrrlrrrrr")
 
 
 def _best_epoch_label(run: Mapping[str, Any]) -> str:
@@ -782,15 +796,26 @@ def architecture_markdown(run: Mapping[str, Any]) -> str:
                 f"per stage)" if config.backbone == "compact" else
                 f"Keras Applications' `{config.backbone}` ({'ImageNet weights' if config.weights else 'random init'}, "
                 f"input resized to {config.image_size} px)")
-    rows = [["backbone", backbone], ["embedding size", f"{config.embedding_dim} (unit L2 norm)"],
-            ["augmentation layer", "yes (training only)" if config.augment else "no"],
+    rows = [["backbone", backbone],
+            ["network input", f"{config.image_size} x {config.image_size} px"
+             + (" (the 64 px images are downsized inside the model)" if config.image_size < 64 else "")],
+            ["embedding size", f"{config.embedding_dim} (unit L2 norm)"],
+            ["augmentation layer", ("yes (training only" + (", fused with the downsizing)" if
+                                    config.image_size < 64 else ")")) if config.augment else "no"],
+            ["inference", "flip-averaged: the unit-norm mean of the embeddings of the image and its mirror"
+             if config.test_time_flip else "one view"],
             ["distance", f"`{config.distance_metric}`"]]
     if facts:
         rows += [["parameters", f"{fmt(facts['total_parameters'])} ({fmt(facts['trainable_parameters'])} trainable)"]]
+    stored = _stored_siamese_threshold(run)
+    if stored is not None:
+        rows += [["threshold τ in `siamese.keras`", f"{fmt(stored)} (chosen when training ended, on the "
+                                                  f"validation pairs used for model selection, method "
+                                                  f"`{config.threshold_method}`)"]]
     if "threshold" in metrics:
-        rows += [["threshold τ", f"{fmt(metrics['threshold'])} (chosen on validation pairs of the "
-                                 f"{_protocol_name(metrics['threshold_protocol'])}, method "
-                                 f"`{metrics['threshold_method']}`)"]]
+        rows += [["threshold τ of the evaluation", f"{fmt(metrics['threshold'])} (chosen on all validation pairs "
+                                                   f"of the {_protocol_name(metrics['threshold_protocol'])}, "
+                                                   f"method `{metrics['threshold_method']}`)"]]
     text = "The network of this run:\n\n" + markdown_table(["component", "this run"], rows, align="ll")
     if facts:
         text += "\n\nLayers of the embedding model (`model.keras`):\n\n" + layer_table(facts)
@@ -937,11 +962,19 @@ def verification_markdown(run: Mapping[str, Any], figs: Figures) -> str:
             f"figures of the trained model and of the baselines on the same pairs.\n\n" + verification_table(metrics))
 
 
+def _stored_siamese_threshold(run: Mapping[str, Any]) -> float | None:
+    """The τ that siamese.keras holds (training.json records it when training ends)."""
+    value = run.get("training", {}).get("threshold")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def confusion_markdown(run: Mapping[str, Any], figs: Figures) -> str:
     metrics = _metrics_of(run)
     return (f"For every protocol the threshold τ is chosen on its validation pairs (method "
-            f"`{metrics['threshold_method']}`) and applied unchanged to its test pairs; the Siamese model "
-            f"stores the τ of the {_protocol_name(metrics['threshold_protocol'])}. {figs.ref('confusion_matrix')} "
+            f"`{metrics['threshold_method']}`) and applied unchanged to its test pairs"
+            + (f"; the Siamese model stores τ = {fmt(_stored_siamese_threshold(run))}, chosen when training ended "
+               f"on the validation pairs used for model selection" if _stored_siamese_threshold(run) is not None
+               else "") + f". {figs.ref('confusion_matrix')} "
             f"shows the resulting confusion matrices and {figs.ref('distance_histograms')} the distances of "
             f"same-class and different-class pairs on either side of τ. In the table TP, FN, FP and TN count "
             f"same-class pairs accepted and rejected and different-class pairs accepted and rejected.\n\n"
