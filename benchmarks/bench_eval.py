@@ -6,8 +6,7 @@ Metric part (NumPy only, run first so the peak RSS is not the TensorFlow import'
   - retrieval over a 10,000-image gallery: 10,000 x 10,000 similarities in blocks, top-k, MAP@R;
   - 1,000,000 pair distances, the ROC, AUC + bootstrap interval, EER, TAR@FAR, threshold, confusion;
   - make_pairs (random and hard negatives) on the gallery.
-Embedding part: images/second of the compact model of the `cpu` profile (tinymatch.model), or a
-small stand-in CNN when tinymatch.model cannot be imported (the output says which).
+Embedding part: images/second of the compact model of the `cpu` profile (tinymatch.model).
 Targets (benchmarks/README.md, "Evaluation"): metric part <= 5 s and <= 2 GB peak on 2 cores.
 """
 
@@ -100,24 +99,13 @@ def bench_metrics(gallery: int, num_pairs: int, classes: int, dim: int, bootstra
 
 
 def bench_embedding(num_images: int, batch_size: int) -> dict:
-    import keras
-
     from tinymatch import evaluate as ev
+    from tinymatch.config import Config
+    from tinymatch.model import build_embedding_model
 
-    try:
-        from tinymatch.config import Config
-        from tinymatch.model import build_embedding_model
-
-        config = Config.from_profile("cpu", augment=False)
-        model = build_embedding_model(config)
-        which = f"compact model of the cpu profile (width {config.width}, dim {config.embedding_dim})"
-    except ImportError:
-        inputs = keras.Input((64, 64, 3))
-        x = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(inputs)
-        x = keras.layers.Conv2D(64, 3, strides=2, activation="relu")(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        model = keras.Model(inputs, keras.layers.UnitNormalization()(keras.layers.Dense(128)(x)))
-        which = "stand-in 2-conv CNN (tinymatch.model not importable)"
+    config = Config.from_profile("cpu", augment=False)
+    model = build_embedding_model(config)
+    which = f"compact model of the cpu profile (width {config.width}, dim {config.embedding_dim})"
     images = np.random.default_rng(0).integers(0, 256, (num_images, 64, 64, 3), dtype=np.uint8)
     ev.embed(model, images[:batch_size], batch_size=batch_size, progress=False)  # trace once
     start = time.perf_counter()

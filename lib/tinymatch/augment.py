@@ -102,16 +102,13 @@ class ImageAugmentation(keras.layers.Layer):
         images = ops.cast(images, "float32")
         shape = ops.shape(images)
         batch, height, width = shape[0], images.shape[1], images.shape[2]
-        resizing = self.output_size is not None and (self.output_size, self.output_size) != (height, width)
+        output_shape = (self.output_size, self.output_size) if self.output_size else (height, width)
+        resizing = output_shape != (height, width)
         if self.zoom or self.rotation or self.translation or self.flip or resizing:
             transforms = self.affine_transforms(batch, float(height), float(width))
             if resizing:
-                images = _resample(images, _onto_grid(transforms, height / self.output_size,
-                                                      width / self.output_size),
-                                   (self.output_size, self.output_size))
-            else:
-                images = ops.image.affine_transform(images, transforms, interpolation="bilinear",
-                                                    fill_mode="reflect", data_format="channels_last")
+                transforms = _onto_grid(transforms, height / output_shape[0], width / output_shape[1])
+            images = _resample(images, transforms, output_shape)
         if self.brightness:
             delta = self._uniform(batch, -self.brightness, self.brightness) * 255.0
             images = images + ops.reshape(delta, (-1, 1, 1, 1))
@@ -124,10 +121,7 @@ class ImageAugmentation(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if not training:
-            if self.output_size is None:
-                return inputs
-            return ops.image.resize(ops.cast(inputs, "float32"), (self.output_size, self.output_size),
-                                    interpolation="bilinear", data_format="channels_last")
+            return inputs if self.output_size is None else resize_bilinear(inputs, self.output_size)
         return self.augment(inputs)
 
     def compute_output_shape(self, input_shape):
@@ -157,11 +151,17 @@ def _onto_grid(transforms, scale_y, scale_x):
                       c0, c1], axis=1)
 
 
+def resize_bilinear(images, size, dtype="float32"):
+    """Bilinear resize of channels-last images to size x size (`keras.layers.Resizing`'s result)."""
+    return ops.image.resize(ops.cast(images, dtype), (size, size), interpolation="bilinear",
+                            data_format="channels_last")
+
+
 def _resample(images, transforms, output_shape):
     """Bilinear projective resample onto an `output_shape` grid (reflect fill).
 
-    `keras.ops.image.affine_transform` always outputs the input's size; the TensorFlow op under it
-    takes any output shape, which is what the fused resize needs (tinymatch trains on TensorFlow).
+    The op under `keras.ops.image.affine_transform`, called directly: that function always outputs
+    the input's size, the fused resize needs a smaller grid (tinymatch trains on TensorFlow).
     """
     import tensorflow as tf
 
@@ -206,4 +206,4 @@ def augmentation_layer_for(config, seed=None, output_size=None):
 
 
 __all__ = ["ImageAugmentation", "get_image_augmentation_layer", "augmentation_layer_for",
-           "get_keras_augmentation_layers"]
+           "resize_bilinear", "get_keras_augmentation_layers"]

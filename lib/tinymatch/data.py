@@ -47,11 +47,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from tinymatch.io_utils import atomic_path, atomic_write_text, write_json
-from tinymatch.synthetic import LAYOUT_DIR, make_synthetic_dataset
+from tinymatch.synthetic import IMAGE_SIZE, LAYOUT_DIR, make_synthetic_dataset
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 64
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 OFFICIAL_SIZE = 248_100_043
@@ -1157,6 +1156,18 @@ class PKSampler:
         return max(1, self.num_rows // (self.p * self.k))
 
 
+
+def run_splits(run_dir, dataset: Dataset, config, *, save: bool = False) -> Splits:
+    """The split of a run: RUN_DIR/split.csv when it exists (what the run was trained on), else a
+    fresh seeded split, written there when `save` (training does; evaluation only reads)."""
+    path = Path(run_dir) / "split.csv"
+    if path.is_file():
+        return Splits.load(path, dataset)
+    splits = make_splits_for(dataset, config)
+    if save:
+        splits.save(path)  # atomic
+    return splits
+
 def pk_dataset(images: np.ndarray, labels: np.ndarray, *, classes_per_batch: int, images_per_class: int,
                seed: int, augment: Callable | None = None, repeat: bool = True,
                indices: np.ndarray | None = None):
@@ -1210,7 +1221,7 @@ def _apply_augment(augment: Callable, images):
 
 __all__ = [
     "DataError", "DownloadError", "Dataset", "Splits", "PKSampler", "load_dataset", "load_dataset_for",
-    "summarize", "format_summary", "download", "make_splits", "make_splits_for", "pk_dataset",
+    "summarize", "format_summary", "download", "make_splits", "make_splits_for", "run_splits", "pk_dataset",
     "make_synthetic_dataset", "default_cache_dir", "synthetic_data_path", "OFFICIAL_URL",
     "OFFICIAL_MD5", "OFFICIAL_SIZE", "IMAGE_SIZE",
 ]

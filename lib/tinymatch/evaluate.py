@@ -374,14 +374,6 @@ def verification_report(emb_val, labels_val, emb_test, labels_test, config: Conf
     return _report_from_distances(distances, pairs, config)
 
 
-def frozen_threshold_report(embeddings, labels, threshold: float, config: Config, *,
-                            pairs: Pairs | None = None) -> dict:
-    """Verification figures of one part at a threshold chosen elsewhere (e.g. official val)."""
-    pairs = pairs if pairs is not None else _pairs_for(embeddings, labels, config)
-    distances = pair_distances(embeddings, pairs, config.distance_metric)
-    return _report_from_distances({"test": distances}, {"test": pairs}, config, threshold)
-
-
 def _report_from_distances(distances: dict, pairs: dict, config: Config, threshold: float | None = None) -> dict:
     """The report of `verification_report` from pair distances of the parts.
 
@@ -545,22 +537,16 @@ def _official_val_indices(splits, dataset, *, required: bool = True) -> np.ndarr
     return indices
 
 
-def _part_indices(splits, protocol: str, trained_on: str | None = None) -> dict[str, np.ndarray]:
+def _part_indices(splits, protocol: str, trained_on: str) -> dict[str, np.ndarray]:
     """Dataset indices of the val and test parts of `protocol` for a model trained on `trained_on`.
 
-    With `Splits.evaluation_indices` (tinymatch.data) the parts are restricted to what the model
-    never saw (a 'joint' model: seen = held-out images of its training classes, unseen = held-out
-    classes); it raises DataError (a ValueError) when the protocol cannot be judged (a model trained
-    on 'seen' has seen images of every class, so 'unseen' means nothing for it).
+    `Splits.evaluation_indices` restricts the parts to what the model never saw (a 'joint' model:
+    seen = held-out images of its training classes, unseen = held-out classes); it raises DataError
+    (a ValueError) when the protocol cannot be judged (a model trained on 'seen' has seen images of
+    every class, so 'unseen' means nothing for it).
     """
-    restrict = getattr(splits, "evaluation_indices", None)
-
-    def part_of(part):
-        if restrict is not None and trained_on:
-            return restrict(trained_on, protocol, part)
-        return splits.indices(protocol, part)
-
-    return {part: np.asarray(part_of(part), dtype=np.int64) for part in ("val", "test")}
+    return {part: np.asarray(splits.evaluation_indices(trained_on, protocol, part), dtype=np.int64)
+            for part in ("val", "test")}
 
 
 def _skip_reason(dataset, part_indices) -> str | None:
@@ -669,15 +655,6 @@ def _run_config(run_dir: Path, data) -> Config:
     return config
 
 
-def _run_splits(run_dir: Path, dataset, config: Config):
-    from tinymatch import data as data_module
-
-    split_csv = run_dir / "split.csv"
-    if split_csv.is_file():
-        return data_module.Splits.load(split_csv, dataset)
-    return data_module.make_splits_for(dataset, config)
-
-
 def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None, progress: bool = True,
                         baselines: bool = False) -> dict:
     """Figures of one model file on one protocol (the `tinymatch evaluate` command).
@@ -698,7 +675,7 @@ def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None,
     run_dir = model_path.parent
     config = _run_config(run_dir, data)
     dataset = data_module.load_dataset_for(config, progress=progress)
-    splits = _run_splits(run_dir, dataset, config)
+    splits = data_module.run_splits(run_dir, dataset, config)
     embedders = _embedders(model_path, dataset, config, baselines=baselines, progress=progress)
     if split == "official-val":
         threshold, source = _stored_threshold(run_dir)
@@ -776,7 +753,7 @@ __all__ = [
     "embed", "embeddings_for", "embedding_cache_key", "raw_pixel_embeddings", "untrained_embedding_model",
     "Pairs", "make_pairs", "pair_distances", "roc_curve", "roc_auc", "bootstrap_auc_ci",
     "equal_error_rate", "tar_at_far", "distance_histograms", "choose_threshold",
-    "confusion_at_threshold", "verification_metrics", "verification_report", "frozen_threshold_report",
+    "confusion_at_threshold", "verification_metrics", "verification_report",
     "retrieval_metrics", "nearest_neighbours", "evaluate_run", "evaluate_model_file",
     "load_image_file", "match_files", "UnreadableImageError", "MissingThresholdError",
     "NoOfficialValError", "PROTOCOLS", "MODEL_NAMES",

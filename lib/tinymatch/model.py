@@ -97,8 +97,7 @@ class Resize(layers.Layer):
         self.size = int(size)
 
     def call(self, inputs):
-        return ops.image.resize(ops.cast(inputs, self.compute_dtype), (self.size, self.size),
-                                interpolation="bilinear", data_format="channels_last")
+        return _augment.resize_bilinear(inputs, self.size, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.size, self.size, *input_shape[3:])
@@ -299,7 +298,7 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
         backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width)
     else:
-        mode = APPLICATIONS.get(config.backbone, (None, "tf", 0))[1]
+        mode = APPLICATIONS[config.backbone][1]
         backbone = build_application_backbone(config.backbone, config.image_size, config.weights)
         x = ApplicationPreprocessing(mode, name="preprocessing")(x)
     x = backbone(x)
@@ -376,7 +375,8 @@ def load_model(path, compile=False):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    _register_custom_objects()
+    import tinymatch.losses  # noqa: F401  (registers the losses a compiled checkpoint refers to)
+
     model = keras.saving.load_model(path, compile=compile)
     if not compile and _single_tensor_wrapped_in_lists(model):
         # Saved from a model built on `model.inputs` (a list): calling it with one tensor would
@@ -389,17 +389,6 @@ def _single_tensor_wrapped_in_lists(model):
     return (isinstance(model, keras.Model) and hasattr(model, "_inputs_struct")
             and isinstance(model._inputs_struct, (list, tuple)) and len(model.inputs) == 1
             and len(model.outputs) == 1)
-
-
-def _register_custom_objects():
-    """Import every module that registers Keras objects a saved tinymatch model may use."""
-    import importlib
-
-    for module in ("tinymatch.augment", "tinymatch.losses"):
-        try:
-            importlib.import_module(module)
-        except ImportError:  # losses are only needed to resume a compiled checkpoint
-            pass
 
 
 __all__ = ["build_embedding_model", "build_siamese_model", "build_compact_backbone",

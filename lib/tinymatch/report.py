@@ -244,9 +244,7 @@ def load_data(config: Config, run_dir, *, progress: bool = False):
     from tinymatch import data
 
     dataset = data.load_dataset_for(config, progress=progress)
-    split_file = Path(run_dir) / "split.csv"
-    splits = data.Splits.load(split_file, dataset) if split_file.is_file() else data.make_splits_for(dataset, config)
-    return dataset, splits
+    return dataset, data.run_splits(run_dir, dataset, config)
 
 
 def data_facts(dataset, splits, config: Config) -> dict[str, Any]:
@@ -284,9 +282,7 @@ def _part_facts(dataset, indices) -> dict[str, int]:
 def _evaluation_indices(splits, trained_on: str, protocol: str, part: str):
     """Images of `part` of `protocol` that a model trained on `trained_on` never saw (None: none)."""
     try:
-        if hasattr(splits, "evaluation_indices"):
-            return splits.evaluation_indices(trained_on, protocol, part)
-        return splits.indices(protocol, part)
+        return splits.evaluation_indices(trained_on, protocol, part)
     except ValueError:  # e.g. trained on 'seen', asked for 'unseen': not a fair evaluation
         return None
 
@@ -303,11 +299,9 @@ def labelled_indices(dataset) -> np.ndarray:
 
 def augmentation_layer(config: Config):
     """The configured augmentation layer (also when `config.augment` is off: the figure shows it)."""
-    from tinymatch.augment import get_image_augmentation_layer
+    from tinymatch.augment import augmentation_layer_for
 
-    return get_image_augmentation_layer(zoom=config.zoom, flip=config.flip, rotation=config.rotation,
-                                        translation=config.translation, brightness=config.brightness,
-                                        contrast=config.contrast, seed=config.seed)
+    return augmentation_layer_for(config.replace(augment=True))
 
 
 # =================================================================================================
@@ -374,13 +368,6 @@ def model_facts(run_dir) -> dict[str, Any]:
 # =================================================================================================
 # Helpers for the notebooks: evaluation figures
 # =================================================================================================
-
-def load_metrics(run_dir) -> dict[str, Any]:
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics not found: {path} (run 03_evaluate first)")
-    return read_json(path)
-
 
 def protocols_in(metrics: Mapping[str, Any], *, official_val: bool = False) -> list[str]:
     """Protocols evaluated in `metrics` (seen, unseen; official-val too when asked and present)."""

@@ -28,9 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from tinymatch import augment as augment_module
+from tinymatch import data, losses
 from tinymatch.config import Config
 from tinymatch.io_utils import atomic_path, atomic_write_text, read_json, write_json
 
@@ -60,8 +62,6 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
     dataset: a `tinymatch.data.Dataset` (default: `data.load_dataset_for(config)`).
     callbacks: extra Keras callbacks for every epoch's `fit` (e.g. to stop from a notebook).
     """
-    import keras
-
     run_dir = Path(run_dir)
     if is_finished(run_dir, config):
         return _finished_result(run_dir)
@@ -117,7 +117,7 @@ class _Session:
         self.run_dir = run_dir
         self.progress = progress
         self.extra_callbacks = extra_callbacks
-        self.dataset = dataset if dataset is not None else _data().load_dataset_for(config, progress=progress)
+        self.dataset = dataset if dataset is not None else data.load_dataset_for(config, progress=progress)
         self.splits = self._splits()
         config.save(run_dir / "config.json")
 
@@ -141,14 +141,8 @@ class _Session:
 
     # ---- data ------------------------------------------------------------------------------------
     def _splits(self):
-        data = _data()
-        path = self.run_dir / "split.csv"
-        if path.is_file():  # resuming: keep exactly the split the checkpoint was trained on
-            return data.Splits.load(path, self.dataset)
-        splits = data.make_splits_for(self.dataset, self.config)
-        with atomic_path(path) as tmp:
-            splits.save(tmp)
-        return splits
+        # Resuming: keep exactly the split the checkpoint was trained on.
+        return data.run_splits(self.run_dir, self.dataset, self.config, save=True)
 
     def _val_selection(self, val_idx):
         rng = np.random.default_rng(self.config.seed)
@@ -161,7 +155,7 @@ class _Session:
 
         c = self.config
         # Seeded by the epoch the fit starts at: a resumed run sees fresh (and reproducible) batches.
-        ds = _data().pk_dataset(self.dataset.images, self.dataset.labels,
+        ds = data.pk_dataset(self.dataset.images, self.dataset.labels,
                                 classes_per_batch=c.classes_per_batch,
                                 images_per_class=c.images_per_class, seed=c.seed + epoch,
                                 augment=self.pipeline_augmentation, repeat=True,
@@ -173,7 +167,7 @@ class _Session:
 
     def _probe_batch(self):
         """A fixed P x K batch on which the mining health is measured after every epoch."""
-        ds = _data().pk_dataset(self.dataset.images, self.dataset.labels,
+        ds = data.pk_dataset(self.dataset.images, self.dataset.labels,
                                 classes_per_batch=self.config.classes_per_batch,
                                 images_per_class=self.config.images_per_class,
                                 seed=self.config.seed, augment=None, repeat=False,
@@ -191,8 +185,6 @@ class _Session:
         return sum(1 for e in range(self.total_epochs) if self._segment(e) == segment)
 
     def _build_training_model(self, embedding, segment):
-        import keras
-
         from tinymatch.model import backbone_of
 
         phase, frozen = segment
@@ -207,7 +199,7 @@ class _Session:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             metrics = ["accuracy"]
         else:
-            loss = _losses().make_loss(c)
+            loss = losses.make_loss(c)
             metrics = None
         model = keras.Model(inputs, outputs, name=f"training_{phase}")
         # After a warm-up the triplet phase fine-tunes: optionally at a lower peak LR, so the
@@ -237,15 +229,13 @@ class _Session:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self):
-        import keras
-
-        start_epoch = self.state.get("epoch", 0) if self.state else 0
+        start_epoch = self.state.get("epoch", 0)
         self.history = read_history(self.run_dir)[:start_epoch]
         self.first_epoch = len(self.history)  # epochs before this session (resumed runs)
-        self.best_auc = self.state.get("best_auc", float("-inf")) if self.state else float("-inf")
-        self.best_epoch = self.state.get("best_epoch", -1) if self.state else -1
-        self.wait = self.state.get("wait", 0) if self.state else 0
-        self.stopped_early = bool(self.state.get("stopped_early", False)) if self.state else False
+        self.best_auc = self.state.get("best_auc", float("-inf"))
+        self.best_epoch = self.state.get("best_epoch", -1)
+        self.wait = self.state.get("wait", 0)
+        self.stopped_early = bool(self.state.get("stopped_early", False))
         if start_epoch >= self.total_epochs or self.stopped_early:
             return
         probe = self._probe_batch()
@@ -306,17 +296,17 @@ class _Session:
             self.wait += 1
         self.stopped_early = (c.early_stopping_patience > 0 and segment[0] == "triplet"
                               and self.wait >= c.early_stopping_patience)
-        self._checkpoint(model, epoch + 1, segment, self.wait)
+        self._checkpoint(model, epoch + 1, segment)
         if self.stopped_early and self.progress:
             print(f"early stopping: no val AUC gain for {self.wait} epochs "
                   f"(best {self.best_auc:.4f} at epoch {self.best_epoch})")
         return self.stopped_early
 
-    def _checkpoint(self, model, epochs_done, segment, wait):
+    def _checkpoint(self, model, epochs_done, segment):
         """history.csv, then checkpoints/last/ (model + state) replaced in one atomic rename."""
         _write_history(self.run_dir / "history.csv", self.history)
         state = dict(epoch=epochs_done, segment=list(segment), best_auc=self.best_auc,
-                     best_epoch=self.best_epoch, wait=wait, stopped_early=self.stopped_early)
+                     best_epoch=self.best_epoch, wait=self.wait, stopped_early=self.stopped_early)
         with atomic_path(self.run_dir / "checkpoints" / "last") as tmp:
             tmp.mkdir()
             model.save(tmp / "training.keras")
@@ -329,8 +319,11 @@ class _Session:
 
         best = load_model(self.run_dir / "model.keras")
         embeddings = best.predict(self.val_images, batch_size=self.config.eval_batch_size, verbose=0)
-        distances = _distances(embeddings, self.val_pairs, self.config.distance_metric)
-        threshold = _choose_threshold(distances, self.val_pairs[2], self.config)
+        from tinymatch.metrics import choose_threshold, pair_distances
+
+        distances = pair_distances(embeddings, self.val_pairs, self.config.distance_metric)
+        threshold = float(choose_threshold(distances, self.val_pairs.same, self.config.threshold_method,
+                                           self.config.target_far))
         siamese = build_siamese_model(best, threshold, self.config.distance_metric)
         _save_model(siamese, self.run_dir / "siamese.keras", clone=False)
         # Epoch times survive interruptions (history.csv); add this session's overhead on top.
@@ -342,98 +335,65 @@ class _Session:
             epochs_run=len(self.history), stopped_early=self.stopped_early, threshold=threshold,
             threshold_method=self.config.threshold_method, steps_per_epoch=self.steps_per_epoch,
             train_images=len(self.train_indices), val_selection_images=len(self.val_images),
-            val_pairs=int(len(self.val_pairs[2])),
+            val_pairs=len(self.val_pairs),
             epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1)))
         return TrainResult(self.run_dir, self.history, self.best_auc)
 
 
-def _epoch_evaluation_class():
-    import keras
+class _EpochEvaluation(keras.callbacks.Callback):
+    """Adds val_auc, the learning rate and mining stats (on a fixed batch) to the epoch logs.
 
-    class EpochEvaluation(keras.callbacks.Callback):
-        """Adds val_auc, the learning rate and mining stats (on a fixed batch) to the epoch logs.
+    Running before the TensorBoard callback, its values land in TensorBoard too.
+    """
 
-        Running before the TensorBoard callback, its values land in TensorBoard too.
-        """
+    def __init__(self, session, embedding, probe, training_model):
+        super().__init__()
+        self.session, self.embedding, self.probe = session, embedding, probe
+        self.training_model = training_model
+        self.row = {}
+        self.began = time.time()
 
-        def __init__(self, session, embedding, probe, training_model):
-            super().__init__()
-            self.session, self.embedding, self.probe = session, embedding, probe
-            self.training_model = training_model
-            self.row = {}
-            self.began = time.time()
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.time()
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.began = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            s, c = self.session, self.session.config
-            embeddings = s.inference_model(self.embedding).predict(
-                s.val_images, batch_size=c.eval_batch_size, verbose=0)
-            val_auc = _auc(_distances(embeddings, s.val_pairs, c.distance_metric), s.val_pairs[2])
-            probe_embeddings = self.embedding(self.probe[0], training=False)
-            stats = _losses().mining_stats(self.probe[1], probe_embeddings, c.margin,
-                                           distance_metric=c.distance_metric)
-            optimizer = self.training_model.optimizer
-            lr = float(np.asarray(optimizer.learning_rate))
-            logs.update(val_auc=val_auc, lr=lr, **{k: float(np.asarray(v)) for k, v in stats.items()})
-            self.row = dict(loss=float(logs.get("loss", np.nan)),
-                            accuracy=float(logs.get("accuracy", np.nan)),
-                            active_fraction=logs["active_fraction"],
-                            mean_positive_distance=logs["mean_positive_distance"],
-                            mean_negative_distance=logs["mean_negative_distance"],
-                            val_auc=val_auc, lr=lr, seconds=round(time.time() - self.began, 2))
-
-    return EpochEvaluation
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        s, c = self.session, self.session.config
+        embeddings = s.inference_model(self.embedding).predict(
+            s.val_images, batch_size=c.eval_batch_size, verbose=0)
+        val_auc = _val_auc(embeddings, s.val_pairs, c.distance_metric)
+        probe_embeddings = self.embedding(self.probe[0], training=False)
+        stats = losses.mining_stats(self.probe[1], probe_embeddings, c.margin,
+                                    distance_metric=c.distance_metric)
+        lr = float(np.asarray(self.training_model.optimizer.learning_rate))
+        logs.update(val_auc=val_auc, lr=lr, **{k: float(np.asarray(v)) for k, v in stats.items()})
+        self.row = dict(loss=float(logs.get("loss", np.nan)),
+                        accuracy=float(logs.get("accuracy", np.nan)),
+                        active_fraction=logs["active_fraction"],
+                        mean_positive_distance=logs["mean_positive_distance"],
+                        mean_negative_distance=logs["mean_negative_distance"],
+                        val_auc=val_auc, lr=lr, seconds=round(time.time() - self.began, 2))
 
 
-def _epoch_bookkeeping_class():
-    import keras
+class _EpochBookkeeping(keras.callbacks.Callback):
+    """Hands each finished epoch's row to the session (best model, early stopping, checkpoint)."""
 
-    class EpochBookkeeping(keras.callbacks.Callback):
-        """Hands each finished epoch's row to the session (best model, early stopping, checkpoint)."""
+    def __init__(self, session, embedding, training_model, segment, evaluation):
+        super().__init__()
+        self.session, self.embedding, self.training_model = session, embedding, training_model
+        self.segment, self.evaluation = segment, evaluation
 
-        def __init__(self, session, embedding, training_model, segment, evaluation):
-            super().__init__()
-            self.session, self.embedding, self.training_model = session, embedding, training_model
-            self.segment, self.evaluation = segment, evaluation
-
-        def on_epoch_end(self, epoch, logs=None):
-            row = dict(self.evaluation.row)
-            if self.session.end_epoch(self.embedding, self.training_model, self.segment, row):
-                self.training_model.stop_training = True
-
-    return EpochBookkeeping
-
-
-def _EpochBookkeeping(session, embedding, training_model, segment, evaluation):
-    return _epoch_bookkeeping_class()(session, embedding, training_model, segment, evaluation)
-
-
-def _EpochEvaluation(session, embedding, probe, training_model):
-    return _epoch_evaluation_class()(session, embedding, probe, training_model)
+    def on_epoch_end(self, epoch, logs=None):
+        row = dict(self.evaluation.row)
+        if self.session.end_epoch(self.embedding, self.training_model, self.segment, row):
+            self.training_model.stop_training = True
 
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
 
-def _data():
-    from tinymatch import data
-
-    return data
-
-
-def _losses():
-    from tinymatch import losses
-
-    return losses
-
-
 def _optimizer(config, total_steps, peak_learning_rate=None):
     """The configured optimizer; cosine schedule with a linear warm-up over ~5% of the steps."""
-    import keras
-
     peak = peak_learning_rate or config.learning_rate
     if config.lr_schedule == "cosine":
         warmup = max(1, min(500, total_steps // 20))
@@ -458,7 +418,9 @@ def _class_lookup(labels):
 
 
 def _val_pairs(labels, max_positive_pairs, seed):
-    """A fixed, seeded set of (first, second, same) pairs: up to N positives and as many negatives."""
+    """A fixed, seeded set of pairs: up to N positives and as many negatives."""
+    from tinymatch.evaluate import Pairs
+
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     first, second = np.triu_indices(len(labels), k=1)
@@ -471,52 +433,19 @@ def _val_pairs(labels, max_positive_pairs, seed):
                          "(need >= 2 images in some class and >= 2 classes)")
     chosen = np.concatenate([rng.choice(positives, count, replace=False),
                              rng.choice(negatives, count, replace=False)])
-    return first[chosen], second[chosen], same[chosen]
+    return Pairs(first[chosen], second[chosen], same[chosen])
 
 
-def _distances(embeddings, pairs, metric):
-    a, b = np.asarray(embeddings[pairs[0]], np.float64), np.asarray(embeddings[pairs[1]], np.float64)
-    if metric == "angular":
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return (1.0 - np.sum(a * b, axis=1)).astype(np.float32)
-    squared = np.sum((a - b) ** 2, axis=1)
-    return (squared if metric == "squared-L2" else np.sqrt(squared)).astype(np.float32)
+def _val_auc(embeddings, pairs, metric):
+    """ROC AUC of the validation pairs; NaN when the embedding has diverged to non-finite values."""
+    from tinymatch.metrics import pair_distances, roc_auc
 
-
-def _auc(distances, same):
-    from sklearn.metrics import roc_auc_score
-
-    if not np.all(np.isfinite(distances)):
-        return float("nan")
-    return float(roc_auc_score(same, -distances))
-
-
-def _choose_threshold(distances, same, config):
-    """tinymatch.evaluate.choose_threshold (the team's one definition), max accuracy as fallback."""
-    try:
-        from tinymatch.evaluate import choose_threshold
-    except ImportError:
-        try:
-            from tinymatch.metrics import choose_threshold
-        except ImportError:
-            choose_threshold = None
-    if choose_threshold is not None:
-        return float(choose_threshold(distances, same, method=config.threshold_method,
-                                      target_far=config.target_far))
-    order = np.argsort(distances)
-    sorted_d, sorted_same = distances[order], same[order]
-    # accept the k smallest distances: accuracy = (true accepts + true rejects) / n
-    accepts = np.cumsum(sorted_same)
-    rejects = np.sum(~same) - np.cumsum(~sorted_same)
-    best = int(np.argmax(accepts + rejects))
-    return float(sorted_d[best])
+    distances = pair_distances(embeddings, pairs, metric)
+    return roc_auc(distances, pairs.same) if np.all(np.isfinite(distances)) else float("nan")
 
 
 def _save_model(model, path, clone=True):
     """Atomically save an uncompiled copy (the file never holds a half-written or compiled model)."""
-    import keras
-
     if clone:  # one tensor, not a one-element list: callers pass a tensor
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
         outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
@@ -598,8 +527,6 @@ def store_weights_at_half_precision(run_dir) -> dict:
     take). Embeddings move by ~1e-4. Run this before evaluating, so that every reported figure
     is computed with the weights that are kept. Idempotent; returns {file: (bytes before, after)}.
     """
-    import numpy as np
-
     from tinymatch.model import load_model
 
     run_dir = Path(run_dir)
