@@ -1,5 +1,7 @@
 """Training throughput of each backbone at 64x64 on this machine, against a measured matmul peak.
 
+Every case computes in the `cpu` profile's precision (`mixed_precision`: bfloat16 on a CPU; the
+table marks such rows "bf16"); the interleaved A/B also times the default backbone in float32.
 For every case (backbone x oneDNN on/off x jit_compile on/off x augmentation on/off) it reports
   images/s      training images per second (forward + backward + Adam update), P x K batches,
                 synthetic in-memory input (one fixed batch repeated: no input pipeline at all);
@@ -24,6 +26,8 @@ import os
 import subprocess
 import sys
 import time
+
+from tinymatch.config import Config
 
 ALL_BACKBONES = ("compact", "mobilenetv2", "efficientnetb0", "resnet50", "vgg16", "inceptionv3")
 
@@ -78,15 +82,17 @@ def run_case(case):
     import numpy as np
     import tensorflow as tf
 
-    from tinymatch.config import Config
     from tinymatch.losses import make_loss
     from tinymatch.model import build_embedding_model
 
     image_size = case.get("image_size") or (75 if case["backbone"] == "inceptionv3" else 64)
+    default = Config.from_profile("cpu")
     config = Config.from_profile("cpu", backbone=case["backbone"], image_size=image_size,
                                  augment=case["augment"], jit_compile=case["jit"],
-                                 width=case.get("width") or Config.from_profile("cpu").width,
+                                 width=case.get("width") or default.width,
+                                 stem_stride=case.get("stem_stride", default.stem_stride),
                                  classes_per_batch=case["P"], images_per_class=case["K"])
+    _set_precision(config)
     model = build_embedding_model(config)
     model.compile(optimizer="adam", loss=make_loss(config), jit_compile=config.jit_compile)
     batch = config.classes_per_batch * config.images_per_class
@@ -94,7 +100,8 @@ def run_case(case):
     images = rng.uniform(0, 255, (batch, 64, 64, 3)).astype(np.float32)
     labels = np.repeat(np.arange(config.classes_per_batch), config.images_per_class).astype(np.int32)
     synthetic = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    result = dict(case, batch=batch, params=int(model.count_params()))
+    result = dict(case, batch=batch, params=int(model.count_params()),
+                  dtype_policy=model.dtype_policy.name, max_filters=config.max_filters)
     result["images_per_s"] = _images_per_second(model, synthetic, case["steps"], batch)
     if case.get("data"):
         from tinymatch import data as data_module
@@ -121,12 +128,13 @@ def run_ab(case):
     import numpy as np
     import tensorflow as tf
 
-    from tinymatch.config import Config
     from tinymatch.losses import make_loss
     from tinymatch.model import build_embedding_model
 
     base = Config.from_profile("cpu", classes_per_batch=case["P"], images_per_class=case["K"],
                                backbone="compact", image_size=case.get("image_size") or 64)
+    if "stem_stride" in case:
+        base = base.replace(stem_stride=case["stem_stride"])
     batch = base.classes_per_batch * base.images_per_class
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, 64, 64, 3)).astype(np.float32)
@@ -135,6 +143,7 @@ def run_ab(case):
     models = {}
     for label, overrides in case["variants"].items():
         config = base.replace(**overrides)
+        _set_precision(config)
         model = build_embedding_model(config)
         model.compile(optimizer="adam", loss=make_loss(config), jit_compile=config.jit_compile)
         model.fit(synthetic, steps_per_epoch=2, epochs=1, verbose=0)
@@ -147,12 +156,28 @@ def run_ab(case):
     return dict(case, batch=batch, images_per_s=best)
 
 
+def _set_precision(config):
+    """The dtype policy training would use (the `cpu` profile computes in bfloat16)."""
+    import keras
+
+    from tinymatch.train import mixed_precision_policy
+
+    keras.mixed_precision.set_global_policy(
+        mixed_precision_policy() if config.mixed_precision else "float32")
+
+
 def _images_per_second(model, dataset, steps, batch, warm=True):
     if warm:
         model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # trace + warm up
     began = time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     return steps * batch / (time.perf_counter() - began)
+
+
+def _stem_for(image_size):
+    """Cases at another network input than the default's 64 are the resize-in-the-model
+    alternative: full-resolution stem (a stride-2 stem there would halve the side again)."""
+    return {} if image_size == 64 else {"stem_stride": 1}
 
 
 def spawn(case, timeout):
@@ -187,7 +212,13 @@ def table(results, peak, single_thread_peak):
         gflops = 3 * mflop * r["images_per_s"] / 1e3
         pipeline = r.get("pipeline_images_per_s")
         size = r.get("image_size") or (75 if r["backbone"] == "inceptionv3" else 64)
-        lines.append(f"| {r['backbone']}{'' if not r.get('width') else ' w' + str(r['width'])} @{size} | "
+        name = r["backbone"]
+        if r["backbone"] == "compact":
+            stem = r.get("stem_stride", Config.from_profile("cpu").stem_stride)
+            name += f" w{r.get('width') or Config.from_profile('cpu').width}" + (" s2" if stem == 2 else "")
+            name += f" max{r['max_filters']}" if r.get("max_filters") else ""
+        name += " bf16" if "bfloat16" in r.get("dtype_policy", "") else ""
+        lines.append(f"| {name} @{size} | "
                      f"{'on' if r['onednn'] else 'off'} | {r['jit']} | {r['augment']} | {r['batch']} | "
                      f"{r['images_per_s']:.0f} | {'' if pipeline is None else f'{pipeline:.0f}'} | "
                      f"{mflop:.0f} | {gflops:.1f} | {100 * gflops / peak:.0f}% | "
@@ -208,7 +239,7 @@ def main(argv=None):
                         help="extra compact cases at these network input sizes (resized in the model)")
     parser.add_argument("--ab-image-size", type=int, default=64, help="input size of the A/B case")
     parser.add_argument("--data", default="", help="dataset for the real-pipeline column")
-    parser.add_argument("--variants", default="onednn,jit,augment",
+    parser.add_argument("--variants", default="onednn,jit,augment,precision",
                         help="which switches to flip on the compact backbone")
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument("--json", default="", help="also write the results here")
@@ -234,18 +265,21 @@ def main(argv=None):
         if "onednn" in variants:
             cases.append(dict(base, backbone="compact", onednn=False, flops=False))
     ab_cases = []
-    if "augment" in variants or "jit" in variants:
+    if "augment" in variants or "jit" in variants or "precision" in variants:
         # augment on/off and jit on/off (jit needs augmentation outside the model: XLA has no
         # kernel for ImageProjectiveTransformV3), interleaved in one process.
         ab = {"augment on": dict(augment=True), "augment off": dict(augment=False)}
         if "jit" in variants:
             ab["augment off, jit"] = dict(augment=False, jit_compile=True)
+        if "precision" in variants:  # the profile's mixed precision (bfloat16 here) vs float32
+            ab["augment on, float32"] = dict(augment=True, mixed_precision=False)
         ab_cases.append(dict(base, backbone="compact", variants=ab, rounds=3,
-                             image_size=args.ab_image_size))
+                             image_size=args.ab_image_size, **_stem_for(args.ab_image_size)))
     for width in filter(None, args.widths.split(",")):
         cases.append(dict(base, backbone="compact", width=int(width)))
     for size in filter(None, args.image_sizes.split(",")):
-        cases.append(dict(base, backbone="compact", image_size=int(size), data=args.data))
+        cases.append(dict(base, backbone="compact", image_size=int(size), data=args.data,
+                          **_stem_for(int(size))))
     results = []
     for case in cases:
         result = spawn(case, args.timeout)
@@ -253,6 +287,7 @@ def main(argv=None):
             same = [r for r in results if r["backbone"] == result["backbone"]
                     and r.get("width") == result.get("width")
                     and r.get("image_size") == result.get("image_size")
+                    and r.get("stem_stride") == result.get("stem_stride")
                     and "forward_mflop_per_image" in r]
             if same:
                 result["forward_mflop_per_image"] = same[0]["forward_mflop_per_image"]

@@ -26,6 +26,27 @@ def test_embedding_shape_and_unit_norm(smoke_embedding, images):
     assert smoke_embedding.input_shape == (None, 64, 64, 3)
 
 
+def test_stride_two_stem_runs_the_network_at_half_the_input_side():
+    """A 64x64 input with stem_stride=2 gives the feature maps (and the cost) of a 32x32 input."""
+    from tinymatch.model import build_compact_backbone
+
+    strided = build_compact_backbone((64, 64, 3), width=8, stem_stride=2)
+    half_size = build_compact_backbone((32, 32, 3), width=8)
+    assert strided.output_shape == half_size.output_shape == (None, 2, 2, 64)
+    stem = strided.get_layer("stem_conv")
+    assert stem.kernel_size == (4, 4) and stem.strides == (2, 2)
+    # Same layers and weights after the stem: only the stem kernel grows (3x3 -> 4x4).
+    assert strided.count_params() - half_size.count_params() == (16 - 9) * 3 * 8
+
+
+def test_max_filters_caps_the_last_stages():
+    from tinymatch.model import build_compact_backbone
+
+    capped = build_compact_backbone((32, 32, 3), width=8, max_filters=24)
+    assert [capped.get_layer(f"stage{i}_conv2").filters for i in (1, 2, 3, 4)] == [8, 16, 24, 24]
+    assert capped.output_shape == (None, 2, 2, 24)
+
+
 def test_no_lambda_layers(smoke_embedding):
     import keras
 
@@ -121,7 +142,7 @@ def test_flip_averaged_model_is_mirror_invariant_and_reloads(smoke_embedding, im
 
 
 @pytest.mark.parametrize("overrides", [dict(image_size=32, augment=False), dict(image_size=32),
-                                       dict(image_size=80)])
+                                       dict(image_size=80), dict(stem_stride=2)])
 def test_reloaded_model_called_directly_is_in_inference_mode(overrides, images, tmp_path):
     """`model(images)` on a reloaded .keras file: no augmentation, BatchNorm moving statistics.
 

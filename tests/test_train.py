@@ -174,6 +174,44 @@ def test_a_callback_can_stop_training(tmp_path, synthetic_dir):
     assert (tmp_path / "run" / "siamese.keras").is_file() and result.history[-1]["epoch"] == 1
 
 
+def test_early_stopping_judges_the_triplet_phase_by_its_own_best(tmp_path, synthetic_dir, monkeypatch):
+    """The triplet phase restarts the learning rate and first loses val AUC: it is stopped for not
+    improving on its own best, not for staying below the warm-up's best (the model kept is still
+    the best of the whole run)."""
+    import json
+
+    from tinymatch import train as train_module
+
+    scripted = iter([0.80, 0.90, 0.50, 0.60, 0.55, 0.54, 0.70])  # warm-up 2 epochs, triplet 5
+    monkeypatch.setattr(train_module, "_val_auc", lambda *args, **kwargs: next(scripted))
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=2, epochs=5,
+                                 steps_per_epoch=1, early_stopping_patience=2)
+    train(config, tmp_path / "run", progress=False)
+    history = read_history(tmp_path / "run")
+    assert [row["val_auc"] for row in history] == pytest.approx([0.80, 0.90, 0.50, 0.60, 0.55, 0.54])
+    summary = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert summary["stopped_early"] and summary["best_epoch"] == 2
+
+
+def test_mixed_precision_on_a_cpu_trains_in_bfloat16(tmp_path, synthetic_dir):
+    """CPUs have no fast float16: mixed precision means bfloat16 there; embeddings stay float32."""
+    import json
+
+    import numpy as np
+
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=1,
+                                 steps_per_epoch=2, early_stopping_patience=0, mixed_precision=True)
+    train(config, tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert summary["dtype_policy"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    embedding = load_model(tmp_path / "run" / "model.keras")
+    images = np.random.default_rng(4).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    vectors = np.asarray(embedding(images))
+    assert vectors.dtype == np.float32 and np.all(np.isfinite(vectors))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
 def test_half_precision_weights_keep_the_models_working(finished_run, tmp_path):
     import numpy as np
 

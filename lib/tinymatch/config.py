@@ -62,6 +62,10 @@ class Config:
     weights: str = ""  # "" (random init), "imagenet", or a path to a weights file
     image_size: int = 64  # network input side in pixels (images are resized from 64 when larger)
     width: int = 32  # compact backbone: filters of the first stage (doubles per stage)
+    # compact backbone: stride of the first convolution. 2 = a 4x4 stride-2 stem: the network runs
+    # at half the input's side (the cost of a half-size input) but its stem sees every pixel.
+    stem_stride: int = 1
+    max_filters: int = 0  # compact backbone: cap on any stage's filters (0 = no cap)
     embedding_dim: int = 128
     freeze_backbone_epochs: int = 0  # transfer learning: train only the head for this many epochs
     dropout: float = 0.0
@@ -84,7 +88,7 @@ class Config:
     steps_per_epoch: int = 0  # 0 = one pass over the training images
     early_stopping_patience: int = 3
     jit_compile: bool = False
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # half-precision compute: float16 on a GPU, bfloat16 on a CPU
 
     # --- evaluation --------------------------------------------------------------------------------
     max_positive_pairs: int = 5000  # per split part; as many negatives are drawn
@@ -126,8 +130,10 @@ class Config:
         positive("embedding_dim", 2)
         positive("epochs", 1)
         positive("width", 4)
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"config.stem_stride={self.stem_stride!r}: must be 1 or 2")
         for name in ("max_classes", "max_images_per_class", "steps_per_epoch", "warmup_epochs",
-                     "freeze_backbone_epochs", "early_stopping_patience"):
+                     "freeze_backbone_epochs", "early_stopping_patience", "max_filters"):
             positive(name, 0)
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"config.learning_rate={self.learning_rate!r}: must be in (0, 1)")
@@ -245,13 +251,14 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
         val_fraction=0.2, test_fraction=0.2,
     ),
     # cpu: chosen by full-length runs on the 2-core machine (benchmarks/README.md, "CPU profile"):
-    # the compact CNN at width 40 and a 32x32 input (downsized inside the model, fused with the
-    # augmentation), 12 epochs of softmax warm-up then 5 of semi-hard triplet loss, 650 steps of
-    # 128 images each (~36 minutes alone), flip-averaged embeddings at inference.
+    # the compact CNN at width 48 (stages capped at 256 filters) with a stride-2 stem on the full
+    # 64x64 image (the network runs at 32x32), bfloat16 compute, 12 epochs of softmax warm-up
+    # then 5 of semi-hard triplet loss, 650 steps of 128 images each (~38 minutes),
+    # flip-averaged embeddings at inference.
     "cpu": dict(
-        backbone="compact", width=40, image_size=32, classes_per_batch=32, images_per_class=4,
-        warmup_epochs=12, epochs=5, steps_per_epoch=650, early_stopping_patience=3,
-        test_time_flip=True,
+        backbone="compact", width=48, max_filters=256, image_size=64, stem_stride=2,
+        mixed_precision=True, classes_per_batch=32, images_per_class=4, warmup_epochs=12,
+        epochs=5, steps_per_epoch=650, early_stopping_patience=3, test_time_flip=True,
     ),
     "gpu": dict(
         backbone="efficientnetb0", weights="imagenet", image_size=224, classes_per_batch=64,

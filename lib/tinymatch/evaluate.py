@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from tinymatch.config import Config
-from tinymatch.io_utils import atomic_path, read_json, write_json
+from tinymatch.io_utils import atomic_save_arrays, read_json, write_json
 from tinymatch.metrics import (  # noqa: F401  (re-exported: the evaluation API in one place)
     DEFAULT_FARS,
     bootstrap_auc_ci,
@@ -145,8 +145,7 @@ def embeddings_for(model_path, dataset, indices, *, cache_dir, batch_size: int =
     vectors = _embed_batches(network, lambda a, b: dataset.images[indices[a:b]], len(indices),
                              batch_size=batch_size, progress=progress,
                              description=f"embedding ({model_path.name})")
-    with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, vectors)
+    atomic_save_arrays(cache_file, vectors)
     return vectors
 
 
@@ -197,9 +196,8 @@ class Pairs:
 
     def save(self, path, **extra_arrays) -> Path:
         """Write an .npz (first, second, same, plus any `extra_arrays`) atomically."""
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, first=self.first, second=self.second, same=self.same, **extra_arrays)
-        return Path(path)
+        return atomic_save_arrays(path, first=self.first, second=self.second, same=self.same,
+                                  **extra_arrays)
 
     @classmethod
     def load(cls, path) -> "Pairs":
@@ -415,12 +413,6 @@ def _evaluation_arrays(report: dict, retrieval: dict, part_indices: dict[str, np
     return arrays
 
 
-def _save_npz(path: Path, arrays: dict) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    return path
-
-
 def _evaluate_protocol(protocol: str, part_indices: dict[str, np.ndarray], dataset,
                        embedders: dict[str, Callable], config: Config, out_dir: Path | None,
                        frozen_thresholds: dict[str, float] | None = None) -> dict:
@@ -452,8 +444,8 @@ def _evaluate_protocol(protocol: str, part_indices: dict[str, np.ndarray], datas
         threshold = None if frozen_thresholds is None else frozen_thresholds[model_name]
         report = _report_from_distances(distances, pairs, config, threshold)
         if out_dir is not None:
-            _save_npz(out_dir / "evaluation" / f"{protocol}_{model_name}.npz",
-                      _evaluation_arrays(report, retrieval, part_indices))
+            atomic_save_arrays(out_dir / "evaluation" / f"{protocol}_{model_name}.npz",
+                               **_evaluation_arrays(report, retrieval, part_indices))
         report.pop("curves")
         report["retrieval"] = {k: v for k, v in retrieval.items()
                                if k not in ("neighbours", "neighbour_distances", "labels")}

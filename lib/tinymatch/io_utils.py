@@ -48,6 +48,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def atomic_save_arrays(path: str | os.PathLike, array=None, **arrays) -> Path:
+    """One array as .npy (`array`), or named arrays as .npz (`**arrays`), written atomically."""
+    import numpy as np
+
+    if (array is None) == (not arrays):
+        raise TypeError("pass either one array (.npy) or named arrays (.npz)")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        if array is not None:
+            np.save(handle, array)
+        else:
+            np.savez(handle, **arrays)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, value: Any) -> Path:
     """JSON with sorted keys and NumPy scalars/arrays converted, written atomically."""
     return atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_to_builtin) + "\n")

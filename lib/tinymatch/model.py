@@ -170,20 +170,31 @@ class MatchDecision(layers.Layer):
 # --------------------------------------------------------------------------------------------------
 # Backbones
 
-def build_compact_backbone(input_shape=IMAGE_SHAPE, width=32, name="backbone"):
+def build_compact_backbone(input_shape=IMAGE_SHAPE, width=32, name="backbone", stem_stride=1,
+                           max_filters=0):
     """A small residual CNN for 64x64 images that trains in minutes on a CPU.
 
-    A full-resolution 3x3 stem, then four residual stages (each: one block of two 3x3 convs, the
-    first with stride 2, BatchNorm + ReLU, average-pool + 1x1 projection shortcut) with `width`, 2x, 4x, 8x filters
-    at 32, 16, 8 and 4 pixels. Downsampling at the first stage keeps the FLOPs where the channels
-    are (about 130 MFLOP per 64x64 image at width 32, see benchmarks/README.md).
+    A 3x3 stem at full resolution (`stem_stride=1`) or a 4x4 stride-2 stem (`stem_stride=2`), then
+    four residual stages (each: one block of two 3x3 convs, the first with stride 2, BatchNorm +
+    ReLU, average-pool + 1x1 projection shortcut) with `width`, 2x, 4x, 8x filters at 1/2, 1/4, 1/8
+    and 1/16 of the stem's side. Downsampling at the first stage keeps the FLOPs where the channels
+    are (about 130 MFLOP per 64x64 image at width 32 with the full-resolution stem, a quarter of
+    that with the stride-2 stem; see benchmarks/README.md).
     Input: preprocessed images (-1..1). Output: the last feature map.
     """
     inputs = keras.Input(input_shape)
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    # stem_stride=2: a 4x4 stride-2 stem (padding 1 each side: output pixel i is centred on input
+    # pixels 2i, 2i+1, like a 2x downsize) runs the network at half the side, so a 64x64 image
+    # costs what a 32x32 one does, but no pixel is thrown away before the first learned filter.
+    kernel = 3 if stem_stride == 1 else 2 * stem_stride
+    x = layers.Conv2D(width, kernel, strides=stem_stride, padding="same", use_bias=False,
+                      name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate((width, 2 * width, 4 * width, 8 * width), start=1):
+        # max_filters caps the last stages: they hold most of the weights (3x3 kernels of the most
+        # channels) but few of the FLOPs (the smallest feature maps).
+        filters = min(filters, max_filters) if max_filters else filters
         x = _residual_block(x, filters, stride=2, name=f"stage{stage}")
     return keras.Model(inputs, x, name=name)
 
@@ -296,7 +307,9 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         x = Resize(config.image_size, name="resize")(x)
     if config.backbone == "compact":
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
-        backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width)
+        backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width,
+                                          stem_stride=config.stem_stride,
+                                          max_filters=config.max_filters)
     else:
         mode = APPLICATIONS[config.backbone][1]
         backbone = build_application_backbone(config.backbone, config.image_size, config.weights)

@@ -615,6 +615,17 @@ def confusion_table(metrics: Mapping[str, Any]) -> str:
                            "accuracy"], rows, align="lrrrrrrrrr")
 
 
+def _model_label(config: Config) -> str:
+    """e.g. "compact w48 (max 256 filters) @64 px, stride-2 stem, mixed precision"."""
+    label = config.backbone
+    if config.backbone == "compact":
+        label += f" w{config.width}" + (f" (max {config.max_filters} filters)" if config.max_filters else "")
+    label += f" @{config.image_size} px"
+    if config.backbone == "compact" and config.stem_stride == 2:
+        label += ", stride-2 stem"
+    return label + (", mixed precision" if config.mixed_precision else "")
+
+
 def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
     """One row per run directory: its loss settings, training cost and test metrics."""
     rows = []
@@ -623,8 +634,7 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         config, metrics, history = run["config"], run.get("metrics", {}), run.get("history", {})
         loss = {"semihard": "semi-hard", "hard": "batch-hard"}[config.loss]
         loss += " (soft)" if config.soft and config.loss == "hard" else ""
-        recipe = (f"{config.backbone}{f' w{config.width}' if config.backbone == 'compact' else ''} "
-                  f"@{config.image_size} px, {config.warmup_epochs} + {config.epochs} epochs"
+        recipe = (f"{_model_label(config)}, {config.warmup_epochs} + {config.epochs} epochs"
                   + (", flip-averaged" if config.test_time_flip else ""))
         row = [Path(run_dir).name, recipe, loss, fmt(config.margin, 2), len(history.get("loss", [])),
                _best_epoch_label(run),
@@ -779,8 +789,11 @@ def introduction_summary(run: Mapping[str, Any], figs: Figures) -> str:
 
 def architecture_markdown(run: Mapping[str, Any]) -> str:
     config, facts, metrics = run["config"], run.get("model_facts", {}), run.get("metrics", {})
+    cap = f", at most {config.max_filters}" if config.max_filters else ""
+    stem = ("; a 4x4 stride-2 stem, so the network runs at half the input's side"
+            if config.stem_stride == 2 else "")
     backbone = (f"the compact residual CNN of `tinymatch.model` (first stage {config.width} filters, doubling "
-                f"per stage)" if config.backbone == "compact" else
+                f"per stage{cap}{stem})" if config.backbone == "compact" else
                 f"Keras Applications' `{config.backbone}` ({'ImageNet weights' if config.weights else 'random init'}, "
                 f"input resized to {config.image_size} px)")
     rows = [["backbone", backbone],
@@ -886,14 +899,16 @@ def optimisation_markdown(run: Mapping[str, Any]) -> str:
     text = (f"Optimiser `{config.optimizer}`, learning rate {config.learning_rate:g} with a `{config.lr_schedule}` "
             f"schedule, weight decay {config.weight_decay:g}, at most {config.epochs} epochs of {steps}.")
     if config.early_stopping_patience:
-        text += f" Training stops early after {config.early_stopping_patience} epochs without a better validation AUC."
+        text += (f" Training stops early after {config.early_stopping_patience} triplet-loss epochs without a gain "
+                 f"over that phase's best validation AUC.")
     text += " The checkpoint with the best validation ROC AUC is kept."
     if config.freeze_backbone_epochs:
         text += f" The pre-trained backbone is frozen for the first {config.freeze_backbone_epochs} epochs."
     if config.warmup_epochs:
         text += f" A softmax classification warm-up runs for {config.warmup_epochs} epochs first."
     if config.mixed_precision:
-        text += " Mixed precision (float16 compute) is on."
+        text += (" Mixed precision is on: float16 compute on a GPU, bfloat16 on a CPU (variables, loss and "
+                 "embeddings stay float32).")
     return text
 
 

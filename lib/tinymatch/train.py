@@ -70,7 +70,7 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
     started = time.time()
 
     if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(mixed_precision_policy())
     try:
         keras.utils.set_random_seed(config.seed)
         session = _Session(config, run_dir, dataset, progress, list(callbacks))
@@ -79,6 +79,18 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
+
+
+def mixed_precision_policy() -> str:
+    """The Keras policy of `config.mixed_precision`: float16 on a GPU, bfloat16 on a CPU.
+
+    CPUs have no fast float16 arithmetic, but oneDNN runs bfloat16 convolutions natively on CPUs
+    with AVX512-BF16 or AMX (see benchmarks/README.md for what it gains here). Variables, the
+    loss and the unit-norm embedding stay float32 either way.
+    """
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 def is_finished(run_dir, config: Config) -> bool:
@@ -235,6 +247,7 @@ class _Session:
         self.best_auc = self.state.get("best_auc", float("-inf"))
         self.best_epoch = self.state.get("best_epoch", -1)
         self.wait = self.state.get("wait", 0)
+        self.phase_best_auc = self.state.get("phase_best_auc", float("-inf"))
         self.stopped_early = bool(self.state.get("stopped_early", False))
         if start_epoch >= self.total_epochs or self.stopped_early:
             return
@@ -251,7 +264,9 @@ class _Session:
             if model is None:
                 model = self._build_training_model(embedding, segment)
             if segment[0] == "triplet" and epoch == self.config.warmup_epochs:
-                self.wait = 0  # early stopping watches the triplet phase from its own start
+                # Early stopping watches the triplet phase against its own best: its restarted
+                # learning rate first costs val AUC, so the warm-up's best is no fair yardstick.
+                self.wait, self.phase_best_auc = 0, float("-inf")
             end = epoch
             while end < self.total_epochs and self._segment(end) == segment:
                 end += 1
@@ -290,23 +305,27 @@ class _Session:
         self.history.append(row)
         never_saved = not (self.run_dir / "model.keras").is_file()
         if row["val_auc"] > self.best_auc or never_saved:  # (NaN AUC: keep something)
-            self.best_auc, self.best_epoch, self.wait = row["val_auc"], epoch + 1, 0
+            self.best_auc, self.best_epoch = row["val_auc"], epoch + 1
             _save_model(self.inference_model(embedding), self.run_dir / "model.keras")
-        elif segment[0] == "triplet":
-            self.wait += 1
+        if segment[0] == "triplet":
+            if row["val_auc"] > self.phase_best_auc:
+                self.phase_best_auc, self.wait = row["val_auc"], 0
+            else:
+                self.wait += 1
         self.stopped_early = (c.early_stopping_patience > 0 and segment[0] == "triplet"
                               and self.wait >= c.early_stopping_patience)
         self._checkpoint(model, epoch + 1, segment)
         if self.stopped_early and self.progress:
-            print(f"early stopping: no val AUC gain for {self.wait} epochs "
-                  f"(best {self.best_auc:.4f} at epoch {self.best_epoch})")
+            print(f"early stopping: no val AUC gain in the triplet phase for {self.wait} epochs "
+                  f"(best of the run {self.best_auc:.4f} at epoch {self.best_epoch})")
         return self.stopped_early
 
     def _checkpoint(self, model, epochs_done, segment):
         """history.csv, then checkpoints/last/ (model + state) replaced in one atomic rename."""
         _write_history(self.run_dir / "history.csv", self.history)
         state = dict(epoch=epochs_done, segment=list(segment), best_auc=self.best_auc,
-                     best_epoch=self.best_epoch, wait=self.wait, stopped_early=self.stopped_early)
+                     best_epoch=self.best_epoch, wait=self.wait, phase_best_auc=self.phase_best_auc,
+                     stopped_early=self.stopped_early)
         with atomic_path(self.run_dir / "checkpoints" / "last") as tmp:
             tmp.mkdir()
             model.save(tmp / "training.keras")
@@ -336,6 +355,7 @@ class _Session:
             threshold_method=self.config.threshold_method, steps_per_epoch=self.steps_per_epoch,
             train_images=len(self.train_indices), val_selection_images=len(self.val_images),
             val_pairs=len(self.val_pairs),
+            dtype_policy=keras.mixed_precision.global_policy().name,
             epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1)))
         return TrainResult(self.run_dir, self.history, self.best_auc)
 
