@@ -246,8 +246,6 @@ class _Session:
         self.first_epoch = len(self.history)  # epochs before this session (resumed runs)
         self.best_auc = self.state.get("best_auc", float("-inf"))
         self.best_epoch = self.state.get("best_epoch", -1)
-        self.wait = self.state.get("wait", 0)
-        self.phase_best_auc = self.state.get("phase_best_auc", float("-inf"))
         self.stopped_early = bool(self.state.get("stopped_early", False))
         if start_epoch >= self.total_epochs or self.stopped_early:
             return
@@ -263,10 +261,6 @@ class _Session:
             segment = self._segment(epoch)
             if model is None:
                 model = self._build_training_model(embedding, segment)
-            if segment[0] == "triplet" and epoch == self.config.warmup_epochs:
-                # Early stopping watches the triplet phase against its own best: its restarted
-                # learning rate first costs val AUC, so the warm-up's best is no fair yardstick.
-                self.wait, self.phase_best_auc = 0, float("-inf")
             end = epoch
             while end < self.total_epochs and self._segment(end) == segment:
                 end += 1
@@ -307,25 +301,30 @@ class _Session:
         if row["val_auc"] > self.best_auc or never_saved:  # (NaN AUC: keep something)
             self.best_auc, self.best_epoch = row["val_auc"], epoch + 1
             _save_model(self.inference_model(embedding), self.run_dir / "model.keras")
-        if segment[0] == "triplet":
-            if row["val_auc"] > self.phase_best_auc:
-                self.phase_best_auc, self.wait = row["val_auc"], 0
-            else:
-                self.wait += 1
+        wait = self.triplet_epochs_without_gain()
         self.stopped_early = (c.early_stopping_patience > 0 and segment[0] == "triplet"
-                              and self.wait >= c.early_stopping_patience)
+                              and wait >= c.early_stopping_patience)
         self._checkpoint(model, epoch + 1, segment)
         if self.stopped_early and self.progress:
-            print(f"early stopping: no val AUC gain in the triplet phase for {self.wait} epochs "
+            print(f"early stopping: no val AUC gain in the triplet phase for {wait} epochs "
                   f"(best of the run {self.best_auc:.4f} at epoch {self.best_epoch})")
         return self.stopped_early
+
+    def triplet_epochs_without_gain(self) -> int:
+        """Triplet-phase epochs since that phase's best val AUC (from the history, so a resumed run
+        counts the same). Early stopping watches the triplet phase against its own best: its
+        restarted learning rate first costs val AUC, so the warm-up's best is no fair yardstick."""
+        aucs = np.array([row["val_auc"] for row in self.history if row["phase"] == "triplet"], float)
+        aucs = np.where(np.isnan(aucs), -np.inf, aucs)  # a NaN epoch is never a gain
+        if not len(aucs) or aucs.max() == -np.inf:
+            return len(aucs)
+        return len(aucs) - 1 - int(np.argmax(aucs))
 
     def _checkpoint(self, model, epochs_done, segment):
         """history.csv, then checkpoints/last/ (model + state) replaced in one atomic rename."""
         _write_history(self.run_dir / "history.csv", self.history)
         state = dict(epoch=epochs_done, segment=list(segment), best_auc=self.best_auc,
-                     best_epoch=self.best_epoch, wait=self.wait, phase_best_auc=self.phase_best_auc,
-                     stopped_early=self.stopped_early)
+                     best_epoch=self.best_epoch, stopped_early=self.stopped_early)
         with atomic_path(self.run_dir / "checkpoints" / "last") as tmp:
             tmp.mkdir()
             model.save(tmp / "training.keras")
