@@ -203,6 +203,7 @@ def table(results, peak, single_thread_peak):
              "| fwd MFLOP/img | train GFLOP/s | % of TF GEMM peak (all threads) "
              "| % of 1-thread GEMM peak |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    profile = Config.from_profile("cpu")  # what a row without its own width/stem ran with
     for r in results:
         if "error" in r:
             lines.append(f"| {r['backbone']} | {r['onednn']} | {r['jit']} | {r['augment']} | | "
@@ -214,8 +215,8 @@ def table(results, peak, single_thread_peak):
         size = r.get("image_size") or (75 if r["backbone"] == "inceptionv3" else 64)
         name = r["backbone"]
         if r["backbone"] == "compact":
-            stem = r.get("stem_stride", Config.from_profile("cpu").stem_stride)
-            name += f" w{r.get('width') or Config.from_profile('cpu').width}" + (" s2" if stem == 2 else "")
+            stem = r.get("stem_stride", profile.stem_stride)
+            name += f" w{r.get('width') or profile.width}" + (" s2" if stem == 2 else "")
             name += f" max{r['max_filters']}" if r.get("max_filters") else ""
         name += " bf16" if "bfloat16" in r.get("dtype_policy", "") else ""
         lines.append(f"| {name} @{size} | "

@@ -31,11 +31,17 @@ def test_papermill_values_are_coerced_to_declared_types():
     "field, value",
     [("backbone", "alexnet"), ("loss", "contrastive"), ("images_per_class", 1), ("margin", -1.0),
      ("val_fraction", 1.5), ("distance_metric", "cosine"), ("epochs", 0),
-     ("stem_stride", 3), ("max_filters", -1)],
+     ("stem_stride", 3), ("max_filters", -1), ("warmup_head", "arcface"), ("warmup_margin", 1.5)],
 )
 def test_bad_values_name_the_parameter(field, value):
     with pytest.raises(ValueError, match=field):
         Config.from_dict({field: value})
+
+
+def test_a_warmup_margin_needs_the_cosface_head():
+    with pytest.raises(ValueError, match="warmup_head='cosface'"):
+        Config.from_dict({"warmup_margin": 0.2})
+    assert Config.from_dict({"warmup_head": "cosface", "warmup_margin": 0.2}).warmup_margin == 0.2
 
 
 def test_unknown_parameter_is_rejected():

@@ -454,3 +454,46 @@ def test_make_loss_from_config():
     assert (semihard.margin, semihard.distance_metric) == (0.3, "angular")
     hard = make_loss(Config(loss="hard", margin=0.4, soft=True))
     assert isinstance(hard, TripletHardLoss) and hard.soft and hard.margin == 0.4
+
+
+# --------------------------------------------------------------------------------------------------
+# The warm-up's CosFace loss
+# --------------------------------------------------------------------------------------------------
+def _cosface_brute_force(labels, cosines, scale, margin):
+    """Per-sample CosFace cross-entropy, one sample at a time, in float64."""
+    losses = []
+    for label, row in zip(labels, cosines.astype(np.float64)):
+        logits = scale * row
+        logits[label] -= scale * margin
+        losses.append(np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[label])
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.2, 0.35])
+def test_additive_margin_softmax_matches_brute_force(margin):
+    from tinymatch.losses import AdditiveMarginSoftmaxLoss
+
+    rng = np.random.default_rng(int(margin * 100))
+    labels = rng.integers(0, 7, size=12)
+    cosines = rng.uniform(-1, 1, size=(12, 7)).astype(np.float32)
+    loss = AdditiveMarginSoftmaxLoss(scale=16.0, margin=margin)
+    expected = _cosface_brute_force(labels, cosines, 16.0, margin)
+    assert float(loss(labels, cosines)) == pytest.approx(expected, rel=1e-5)
+    assert float(loss(labels[:, None], cosines)) == pytest.approx(expected, rel=1e-5)  # [B, 1] labels
+    # Margin 0 is plain softmax cross-entropy over the scaled cosines.
+    if margin == 0.0:
+        plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, 16.0 * cosines)
+        assert float(loss(labels, cosines)) == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_additive_margin_softmax_serialises_and_rejects_bad_arguments():
+    from tinymatch.losses import AdditiveMarginSoftmaxLoss
+
+    loss = AdditiveMarginSoftmaxLoss(scale=20.0, margin=0.3)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(restored) is AdditiveMarginSoftmaxLoss
+    assert (restored.scale, restored.margin) == (20.0, 0.3)
+    with pytest.raises(ValueError, match="margin"):
+        AdditiveMarginSoftmaxLoss(margin=-0.1)
+    with pytest.raises(ValueError, match="scale"):
+        AdditiveMarginSoftmaxLoss(scale=0.0)

@@ -155,3 +155,28 @@ def test_reloaded_model_called_directly_is_in_inference_mode(overrides, images, 
     expected = embedding.predict(images, verbose=0)
     np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-5)
     np.testing.assert_allclose(np.asarray(reloaded(images[:2])), expected[:2], atol=1e-5)
+
+
+def test_cosine_classifier_scores_are_cosines_and_ignore_lengths(tmp_path):
+    """Class scores depend on angles only: scaling an input or a class centre changes nothing."""
+    import keras
+
+    from tinymatch.model import CosineClassifier, load_model
+
+    rng = np.random.default_rng(11)
+    inputs = rng.normal(size=(5, 8)).astype(np.float32)
+    layer = CosineClassifier(3, name="classifier")
+    scores = np.asarray(layer(inputs))
+    centres = layer.centres.numpy()
+    expected = (inputs / np.linalg.norm(inputs, axis=1, keepdims=True)) @ (
+        centres / np.linalg.norm(centres, axis=0, keepdims=True))
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer(7.0 * inputs)), scores, atol=1e-6)
+    layer.centres.assign(centres * np.array([0.1, 1.0, 30.0], np.float32))
+    np.testing.assert_allclose(np.asarray(layer(inputs)), scores, atol=1e-6)
+    # Registered: a model holding it reloads from a .keras file with the same outputs.
+    model_input = keras.Input((8,))
+    model = keras.Model(model_input, CosineClassifier(3, name="classifier")(model_input))
+    model.save(tmp_path / "head.keras")
+    np.testing.assert_allclose(np.asarray(load_model(tmp_path / "head.keras")(inputs)),
+                               np.asarray(model(inputs)), atol=1e-6)

@@ -120,6 +120,18 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     assert "second loss" in report.loss_comparison_markdown(runs[:1])
 
 
+def test_a_cosface_warmup_is_named_in_the_table_and_the_text(tmp_path):
+    run_dir = _fake_run(tmp_path / "cosface", "semihard", 0.9)
+    config = Config.from_profile("smoke", warmup_epochs=1, epochs=1, warmup_head="cosface",
+                                 warmup_margin=0.2)
+    config.save(run_dir / "config.json")
+    assert "1 + 1 epochs (CosFace (margin 0.2) warm-up)" in report.loss_comparison_table([run_dir])
+    assert "A CosFace (margin 0.2) classification warm-up runs for 1 epochs" in (
+        report.optimisation_markdown({"config": config}))
+    assert "softmax (NormFace) classification warm-up" in report.optimisation_markdown(
+        {"config": config.replace(warmup_head="normface", warmup_margin=0.0)})
+
+
 # --- the smoke profile, end to end ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -234,3 +234,24 @@ def test_half_precision_weights_keep_the_models_working(finished_run, tmp_path):
     (copy / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="metrics.json"):
         store_weights_at_half_precision(copy)
+
+
+def test_cosface_warmup_resumes_from_its_checkpoint(tmp_path, synthetic_dir):
+    """The CosFace head and its loss are registered: a run killed after its first warm-up epoch
+    reloads the compiled checkpoint (cosine classifier, margin loss, optimizer) and goes on."""
+    import json
+
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=2, epochs=1,
+                                 steps_per_epoch=2, early_stopping_patience=0,
+                                 warmup_head="cosface", warmup_margin=0.2, mixed_precision=True)
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Interrupt):
+        train(config, run_dir, progress=False, callbacks=[_KillAfterEpoch(1)])
+    checkpoint = load_model(run_dir / "checkpoints" / "last" / "training.keras", compile=True)
+    assert type(checkpoint.get_layer("classifier")).__name__ == "CosineClassifier"
+    assert checkpoint.loss.margin == pytest.approx(0.2)
+    train(config, run_dir, progress=False)
+    history = read_history(run_dir)
+    assert [row["phase"] for row in history] == ["warmup", "warmup", "triplet"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in history[:2])
+    assert json.loads((run_dir / "training.json").read_text())["finished"]

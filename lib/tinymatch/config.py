@@ -18,6 +18,7 @@ from typing import Any
 PROFILES = ("smoke", "cpu", "gpu")
 BACKBONES = ("compact", "resnet50", "vgg16", "inceptionv3", "mobilenetv2", "efficientnetb0")
 LOSSES = ("semihard", "hard")
+WARMUP_HEADS = ("normface", "cosface")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 THRESHOLD_METHODS = ("accuracy", "youden", "far")
 SPLIT_PROTOCOLS = ("joint", "seen", "unseen")
@@ -79,6 +80,11 @@ class Config:
     distance_metric: str = "L2"
     soft: bool = False  # TripletHardLoss soft margin
     warmup_epochs: int = 0  # optional softmax-classification warm-up before triplet training
+    # Warm-up classifier. normface: a bias-free Dense layer on the scaled unit embedding. cosface:
+    # cosine similarities to unit class centres, with `warmup_margin` subtracted from the true
+    # class's cosine before scaling (CosFace; margin 0 = normalised softmax).
+    warmup_head: str = "normface"
+    warmup_margin: float = 0.0
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 0.0  # triplet-phase peak LR after a warm-up; 0 = learning_rate
@@ -124,6 +130,7 @@ class Config:
         choice("protocol", SPLIT_PROTOCOLS)
         choice("lr_schedule", ("cosine", "constant"))
         choice("optimizer", ("adam", "adamw", "sgd"))
+        choice("warmup_head", WARMUP_HEADS)
         positive("classes_per_batch", 2)
         positive("images_per_class", 2)
         positive("image_size", 32)
@@ -142,6 +149,12 @@ class Config:
                              "must be in [0, 1) (0 = learning_rate)")
         if self.margin < 0:
             raise ValueError(f"config.margin={self.margin!r}: must be >= 0")
+        if not 0 <= self.warmup_margin < 1:
+            raise ValueError(f"config.warmup_margin={self.warmup_margin!r}: must be in [0, 1) "
+                             "(a cosine margin)")
+        if self.warmup_margin and self.warmup_head != "cosface":
+            raise ValueError(f"config.warmup_margin={self.warmup_margin!r} needs "
+                             "config.warmup_head='cosface' (the normface head has no margin)")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:

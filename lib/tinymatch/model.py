@@ -167,6 +167,37 @@ class MatchDecision(layers.Layer):
         return {**super().get_config(), "threshold": self.threshold}
 
 
+@keras.saving.register_keras_serializable(package="tinymatch")
+class CosineClassifier(layers.Layer):
+    """Cosine similarity of each (unit-normalised) input to `units` learned, unit-normalised class
+    centres: the classifier of NormSoftmax/CosFace. Output float32 in -1..1, shape [B, units].
+
+    Unlike a Dense layer, no class can win by the length of its weight vector: the logits depend on
+    angles only, which is what the embedding is later compared by.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        self.centres = self.add_weight(shape=(input_shape[-1], self.units),
+                                       initializer="glorot_uniform", name="centres")
+
+    def call(self, inputs):
+        inputs = ops.cast(inputs, "float32")
+        inputs = inputs / ops.maximum(ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
+        centres = ops.cast(self.centres, "float32")
+        centres = centres / ops.maximum(ops.norm(centres, axis=0, keepdims=True), 1e-12)
+        return ops.matmul(inputs, centres)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 # --------------------------------------------------------------------------------------------------
 # Backbones
 

@@ -626,6 +626,13 @@ def _model_label(config: Config) -> str:
     return label + (", mixed precision" if config.mixed_precision else "")
 
 
+def _warmup_label(config: Config) -> str:
+    """The warm-up classifier in words: "softmax (NormFace)" or "CosFace (margin 0.2)"."""
+    if config.warmup_head == "cosface":
+        return f"CosFace (margin {config.warmup_margin:g})"
+    return "softmax (NormFace)"
+
+
 def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
     """One row per run directory: its loss settings, training cost and test metrics."""
     rows = []
@@ -635,6 +642,8 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         loss = {"semihard": "semi-hard", "hard": "batch-hard"}[config.loss]
         loss += " (soft)" if config.soft and config.loss == "hard" else ""
         recipe = (f"{_model_label(config)}, {config.warmup_epochs} + {config.epochs} epochs"
+                  + (f" ({_warmup_label(config)} warm-up)"
+                     if config.warmup_epochs and config.warmup_head != "normface" else "")
                   + (", flip-averaged" if config.test_time_flip else ""))
         row = [Path(run_dir).name, recipe, loss, fmt(config.margin, 2), len(history.get("loss", [])),
                _best_epoch_label(run),
@@ -905,7 +914,7 @@ def optimisation_markdown(run: Mapping[str, Any]) -> str:
     if config.freeze_backbone_epochs:
         text += f" The pre-trained backbone is frozen for the first {config.freeze_backbone_epochs} epochs."
     if config.warmup_epochs:
-        text += f" A softmax classification warm-up runs for {config.warmup_epochs} epochs first."
+        text += f" A {_warmup_label(config)} classification warm-up runs for {config.warmup_epochs} epochs first."
     if config.mixed_precision:
         text += (" Mixed precision is on: float16 compute on a GPU, bfloat16 on a CPU (variables, loss and "
                  "embeddings stay float32).")

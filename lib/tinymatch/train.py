@@ -12,7 +12,8 @@
     checkpoints/    last/ = the compiled training model (optimizer state included) + state.json
 
 Training runs in epochs of `steps_per_epoch` P x K batches. An optional classification warm-up
-(`warmup_epochs`: a softmax head on the unit-norm embedding, NormFace style) gives the triplet loss
+(`warmup_epochs`: a softmax head on the unit-norm embedding, NormFace style, or with
+`warmup_head="cosface"` cosine scores to unit class centres with an additive margin) gives the triplet loss
 a head start: from scratch, semi-hard mining finds few informative triplets while the embedding is
 still random. Transfer learning can keep the backbone frozen for `freeze_backbone_epochs`.
 
@@ -205,10 +206,7 @@ class _Session:
         inputs = keras.Input(embedding.input_shape[1:], name="image")
         outputs = embedding(inputs)
         if phase == "warmup":
-            outputs = keras.layers.Rescaling(WARMUP_LOGIT_SCALE, name="logit_scale")(outputs)
-            outputs = keras.layers.Dense(int(self.class_lookup.max()) + 1, use_bias=False,
-                                         dtype="float32", name="classifier")(outputs)
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            outputs, loss = self._warmup_head(outputs)
             metrics = ["accuracy"]
         else:
             loss = losses.make_loss(c)
@@ -222,6 +220,20 @@ class _Session:
         model.compile(optimizer=_optimizer(c, total_steps, peak),
                       loss=loss, metrics=metrics, jit_compile=c.jit_compile)
         return model
+
+    def _warmup_head(self, embeddings):
+        """(class scores, loss) of the warm-up classifier that config.warmup_head names."""
+        from tinymatch.model import CosineClassifier
+
+        classes = int(self.class_lookup.max()) + 1
+        if self.config.warmup_head == "cosface":
+            cosines = CosineClassifier(classes, dtype="float32", name="classifier")(embeddings)
+            return cosines, losses.AdditiveMarginSoftmaxLoss(WARMUP_LOGIT_SCALE,
+                                                             self.config.warmup_margin)
+        logits = keras.layers.Rescaling(WARMUP_LOGIT_SCALE, name="logit_scale")(embeddings)
+        logits = keras.layers.Dense(classes, use_bias=False, dtype="float32",
+                                    name="classifier")(logits)
+        return logits, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def _restore_or_build(self, epoch):
         """The compiled training model for `epoch`: from the checkpoint when it is the same segment."""
