@@ -128,6 +128,8 @@ def test_a_cosface_warmup_is_named_in_the_table_and_the_text(tmp_path):
     assert "1 + 1 epochs (CosFace (margin 0.2) warm-up)" in report.loss_comparison_table([run_dir])
     assert "A CosFace (margin 0.2) classification warm-up runs for 1 epochs" in (
         report.optimisation_markdown({"config": config}))
+    assert "restarts the schedule at a peak of 0.001" in report.optimisation_markdown(
+        {"config": config.replace(finetune_learning_rate=1e-3)})
     assert "softmax (NormFace) classification warm-up" in report.optimisation_markdown(
         {"config": config.replace(warmup_head="normface", warmup_margin=0.0)})
 

@@ -266,12 +266,13 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     # cpu: chosen by full-length runs on the 2-core machine (benchmarks/README.md, "CPU profile"):
     # the compact CNN at width 48 (stages capped at 256 filters) with a stride-2 stem on the full
     # 64x64 image (the network runs at 32x32), bfloat16 compute, 12 epochs of softmax warm-up
-    # then 5 of semi-hard triplet loss, 650 steps of 128 images each (~38 minutes),
-    # flip-averaged embeddings at inference.
+    # at a peak learning rate of 3e-3 then 5 of semi-hard triplet loss at 1e-3, 650 steps of 128
+    # images each (~38 minutes), flip-averaged embeddings at inference.
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, image_size=64, stem_stride=2,
         mixed_precision=True, classes_per_batch=32, images_per_class=4, warmup_epochs=12,
         epochs=5, steps_per_epoch=650, early_stopping_patience=3, test_time_flip=True,
+        learning_rate=3e-3, finetune_learning_rate=1e-3,
     ),
     "gpu": dict(
         backbone="efficientnetb0", weights="imagenet", image_size=224, classes_per_batch=64,

@@ -914,7 +914,9 @@ def optimisation_markdown(run: Mapping[str, Any]) -> str:
     if config.freeze_backbone_epochs:
         text += f" The pre-trained backbone is frozen for the first {config.freeze_backbone_epochs} epochs."
     if config.warmup_epochs:
-        text += f" A {_warmup_label(config)} classification warm-up runs for {config.warmup_epochs} epochs first."
+        text += f" A {_warmup_label(config)} classification warm-up runs for {config.warmup_epochs} epochs first"
+        text += (f"; the triplet phase then restarts the schedule at a peak of {config.finetune_learning_rate:g}."
+                 if config.finetune_learning_rate else ".")
     if config.mixed_precision:
         text += (" Mixed precision is on: float16 compute on a GPU, bfloat16 on a CPU (variables, loss and "
                  "embeddings stay float32).")
