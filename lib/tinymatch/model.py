@@ -48,6 +48,11 @@ class WeightsUnavailableError(ValueError):
     """ImageNet weights were asked for but cannot be downloaded (no network)."""
 
 
+def _unit_length(vectors, axis=-1):
+    """`vectors` scaled to unit L2 norm along `axis` (zero vectors stay zero)."""
+    return vectors / ops.maximum(ops.norm(vectors, axis=axis, keepdims=True), 1e-12)
+
+
 # --------------------------------------------------------------------------------------------------
 # Custom layers (registered so .keras files reload without custom_objects)
 
@@ -134,8 +139,7 @@ class PairDistance(layers.Layer):
         first = ops.cast(first, "float32")
         second = ops.cast(second, "float32")
         if self.metric == "angular":
-            first = first / ops.maximum(ops.norm(first, axis=-1, keepdims=True), 1e-12)
-            second = second / ops.maximum(ops.norm(second, axis=-1, keepdims=True), 1e-12)
+            first, second = _unit_length(first), _unit_length(second)
             return 1.0 - ops.sum(first * second, axis=-1)
         squared = ops.sum(ops.square(first - second), axis=-1)
         if self.metric == "squared-L2":
@@ -185,10 +189,8 @@ class CosineClassifier(layers.Layer):
                                        initializer="glorot_uniform", name="centres")
 
     def call(self, inputs):
-        inputs = ops.cast(inputs, "float32")
-        inputs = inputs / ops.maximum(ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
-        centres = ops.cast(self.centres, "float32")
-        centres = centres / ops.maximum(ops.norm(centres, axis=0, keepdims=True), 1e-12)
+        inputs = _unit_length(ops.cast(inputs, "float32"))
+        centres = _unit_length(ops.cast(self.centres, "float32"), axis=0)
         return ops.matmul(inputs, centres)
 
     def compute_output_shape(self, input_shape):
