@@ -31,7 +31,8 @@ def test_papermill_values_are_coerced_to_declared_types():
     "field, value",
     [("backbone", "alexnet"), ("loss", "contrastive"), ("images_per_class", 1), ("margin", -1.0),
      ("val_fraction", 1.5), ("distance_metric", "cosine"), ("epochs", 0),
-     ("stem_stride", 3), ("max_filters", -1), ("warmup_head", "arcface"), ("warmup_margin", 1.5)],
+     ("stem_stride", 3), ("max_filters", -1), ("warmup_head", "arcface"), ("warmup_margin", 1.5),
+     ("triplet_softmax_weight", -0.5)],
 )
 def test_bad_values_name_the_parameter(field, value):
     with pytest.raises(ValueError, match=field):

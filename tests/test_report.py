@@ -110,7 +110,8 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     text = report.loss_comparison_markdown(runs)
     rows = [line for line in text.splitlines() if line.startswith("| semihard") or line.startswith("| hard")]
     assert len(rows) == 2
-    recipe = "compact w8 @64 px, 0 + 2 epochs"  # the smoke profile's model and schedule
+    # the smoke profile's model, batches and schedule
+    recipe = "compact w8 @64 px, 16-d, 6 x 4 batches, LR 0.001, 0 + 2 epochs"
     assert f"| semihard | {recipe} | semi-hard | 0.50 | 2 | 2 (triplet) | 21 | 0.910 | 0.810 | 0.910 | 0.810 |" in rows
     assert f"| hard | {recipe} | batch-hard | 0.50 | 2 | 1 (warmup) | 21 | 0.880 | 0.780 | 0.880 | 0.780 |" in rows
     assert "run `semihard` (semi-hard triplet loss)" in text
@@ -126,12 +127,25 @@ def test_a_cosface_warmup_is_named_in_the_table_and_the_text(tmp_path):
                                  warmup_margin=0.2)
     config.save(run_dir / "config.json")
     assert "1 + 1 epochs (CosFace (margin 0.2) warm-up)" in report.loss_comparison_table([run_dir])
+    config.replace(finetune_learning_rate=3e-4).save(run_dir / "config.json")
+    assert "LR 0.001 / 0.0003, 1 + 1 epochs" in report.loss_comparison_table([run_dir])
     assert "A CosFace (margin 0.2) classification warm-up runs for 1 epochs" in (
         report.optimisation_markdown({"config": config}))
     assert "restarts the schedule at a peak of 0.001" in report.optimisation_markdown(
         {"config": config.replace(finetune_learning_rate=1e-3)})
     assert "softmax (NormFace) classification warm-up" in report.optimisation_markdown(
         {"config": config.replace(warmup_head="normface", warmup_margin=0.0)})
+
+
+def test_a_triplet_phase_with_the_softmax_kept_on_is_named(tmp_path):
+    run_dir = _fake_run(tmp_path / "joint", "semihard", 0.9)
+    config = Config.from_profile("smoke", warmup_epochs=1, epochs=1, triplet_softmax_weight=0.5)
+    config.save(run_dir / "config.json")
+    assert "| semi-hard + 0.5 x softmax |" in report.loss_comparison_table([run_dir])
+    assert "classification loss stays on in the triplet phase at weight 0.5" in (
+        report.optimisation_markdown({"config": config}))
+    assert "stays on" not in report.optimisation_markdown(
+        {"config": config.replace(triplet_softmax_weight=0.0)})
 
 
 # --- the smoke profile, end to end ----------------------------------------------------------------

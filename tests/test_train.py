@@ -4,6 +4,7 @@ import csv
 import shutil
 
 import keras
+import numpy as np
 import pytest
 
 from tinymatch.config import Config
@@ -255,3 +256,67 @@ def test_cosface_warmup_resumes_from_its_checkpoint(tmp_path, synthetic_dir):
     assert [row["phase"] for row in history] == ["warmup", "warmup", "triplet"]
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in history[:2])
     assert json.loads((run_dir / "training.json").read_text())["finished"]
+
+
+
+
+class _ClassifierRecorder(keras.callbacks.Callback):
+    """The classifier's weights when each `fit` begins and ends (None: that model has none)."""
+
+    def __init__(self):
+        super().__init__()
+        self.begins, self.ends = [], []
+
+    def _classifier(self):
+        try:
+            return [np.array(w) for w in self.model.get_layer("classifier").get_weights()]
+        except ValueError:
+            return None
+
+    def on_train_begin(self, logs=None):
+        self.begins.append(self._classifier())
+
+    def on_train_end(self, logs=None):
+        self.ends.append(self._classifier())
+
+
+def _assert_same_weights(first, second):
+    assert first is not None and second is not None
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("resumed_at_the_phase_change", [False, True])
+def test_triplet_phase_can_keep_the_warmup_classifier(tmp_path, synthetic_dir,
+                                                       resumed_at_the_phase_change):
+    """triplet_softmax_weight > 0: the triplet phase trains on both losses, starting from the
+    warm-up's classifier, in one session and when resumed from the warm-up's checkpoint."""
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=2,
+                                 steps_per_epoch=2, early_stopping_patience=0,
+                                 triplet_softmax_weight=4.0)  # CE x 4 >> triplet loss
+    run_dir = tmp_path / "run"
+    recorder = _ClassifierRecorder()
+    if resumed_at_the_phase_change:
+        with pytest.raises(_Interrupt):  # killed in the first triplet epoch
+            train(config, run_dir, progress=False, callbacks=[recorder, _KillAfterEpoch(1)])
+    train(config, run_dir, progress=False, callbacks=[recorder])
+    _assert_same_weights(recorder.begins[-1], recorder.ends[0])  # triplet start == warm-up end
+    checkpoint = load_model(run_dir / "checkpoints" / "last" / "training.keras", compile=True)
+    assert sorted(checkpoint.loss) == ["classifier", "embedding"]
+    history = read_history(run_dir)
+    assert [row["phase"] for row in history] == ["warmup", "triplet", "triplet"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in history)  # the head's accuracy throughout
+    # The triplet rows log the triplet part (bounded by margin + max distance), not the sum with CE.
+    assert all(row["loss"] <= config.margin + 2.0 for row in history[1:])
+
+
+def test_the_classifier_survives_the_end_of_the_frozen_epochs(tmp_path, synthetic_dir):
+    """Unfreezing the backbone rebuilds the warm-up model; its classifier goes on where it was."""
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=2, epochs=1,
+                                 freeze_backbone_epochs=1, steps_per_epoch=2,
+                                 early_stopping_patience=0)
+    recorder = _ClassifierRecorder()
+    train(config, tmp_path / "run", progress=False, callbacks=[recorder])
+    assert len(recorder.begins) == 3  # frozen warm-up, warm-up, triplet
+    _assert_same_weights(recorder.begins[1], recorder.ends[0])
+    assert recorder.begins[2] is None  # the triplet loss alone: no classifier

@@ -85,6 +85,9 @@ class Config:
     # class's cosine before scaling (CosFace; margin 0 = normalised softmax).
     warmup_head: str = "normface"
     warmup_margin: float = 0.0
+    # Weight of the warm-up's classification loss kept on beside the triplet loss in the triplet
+    # phase (the head carries over from the warm-up). 0 = the triplet loss alone.
+    triplet_softmax_weight: float = 0.0
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 0.0  # triplet-phase peak LR after a warm-up; 0 = learning_rate
@@ -155,6 +158,9 @@ class Config:
         if self.warmup_margin and self.warmup_head != "cosface":
             raise ValueError(f"config.warmup_margin={self.warmup_margin!r} needs "
                              "config.warmup_head='cosface' (the normface head has no margin)")
+        if self.triplet_softmax_weight < 0:
+            raise ValueError(f"config.triplet_softmax_weight={self.triplet_softmax_weight!r}: "
+                             "must be >= 0 (0 = the triplet loss alone)")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:
@@ -265,14 +271,14 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     ),
     # cpu: chosen by full-length runs on the 2-core machine (benchmarks/README.md, "CPU profile"):
     # the compact CNN at width 48 (stages capped at 256 filters) with a stride-2 stem on the full
-    # 64x64 image (the network runs at 32x32), bfloat16 compute, 12 epochs of softmax warm-up
-    # at a peak learning rate of 3e-3 then 5 of semi-hard triplet loss at 1e-3, 650 steps of 128
-    # images each (~38 minutes), flip-averaged embeddings at inference.
+    # 64x64 image (the network runs at 32x32), a 1024-d embedding, bfloat16 compute, 12 epochs of
+    # softmax warm-up at a peak learning rate of 3e-3 then 5 of semi-hard triplet loss at 1e-3,
+    # 650 steps of 128 images each (37-43 minutes), flip-averaged embeddings at inference.
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, image_size=64, stem_stride=2,
-        mixed_precision=True, classes_per_batch=32, images_per_class=4, warmup_epochs=12,
-        epochs=5, steps_per_epoch=650, early_stopping_patience=3, test_time_flip=True,
-        learning_rate=3e-3, finetune_learning_rate=1e-3,
+        embedding_dim=1024, mixed_precision=True, classes_per_batch=32, images_per_class=4,
+        warmup_epochs=12, epochs=5, steps_per_epoch=650, early_stopping_patience=3,
+        test_time_flip=True, learning_rate=3e-3, finetune_learning_rate=1e-3,
     ),
     "gpu": dict(
         backbone="efficientnetb0", weights="imagenet", image_size=224, classes_per_batch=64,

@@ -224,7 +224,9 @@ def prepare_data(config: Config, run_dir) -> Config:
     """The smoke profile without a dataset (no --data, no $TINYMATCH_DATA) gets a synthetic one.
 
     It is written once into RUN_DIR/synthetic-data/tiny-imagenet-200 and sized to the profile's
-    `max_classes` x `max_images_per_class`.
+    `max_classes` x `max_images_per_class`. Unlike `data.synthetic_data_path` (one fixed-size set in
+    the cache for `--data synthetic`), it follows the notebook's parameters, lives with the run it
+    describes, and marks that run's report as synthetic (`SYNTHETIC_DATA_DIR` in `config.data`).
     """
     if config.data or config.profile != "smoke" or os.environ.get("TINYMATCH_DATA"):
         return config
@@ -641,7 +643,11 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         config, metrics, history = run["config"], run.get("metrics", {}), run.get("history", {})
         loss = {"semihard": "semi-hard", "hard": "batch-hard"}[config.loss]
         loss += " (soft)" if config.soft and config.loss == "hard" else ""
-        recipe = (f"{_model_label(config)}, {config.warmup_epochs} + {config.epochs} epochs"
+        loss += (f" + {config.triplet_softmax_weight:g} x softmax"
+                 if config.triplet_softmax_weight else "")
+        recipe = (f"{_model_label(config)}, {config.embedding_dim}-d, "
+                  f"{config.classes_per_batch} x {config.images_per_class} batches, LR {_peak_rates(config)}, "
+                  f"{config.warmup_epochs} + {config.epochs} epochs"
                   + (f" ({_warmup_label(config)} warm-up)"
                      if config.warmup_epochs and config.warmup_head != "normface" else "")
                   + (", flip-averaged" if config.test_time_flip else ""))
@@ -653,9 +659,16 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
             row += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
                     if trained else ["n/a"] * 2)
         rows.append(row)
-    return markdown_table(["run", "model, schedule (warm-up + triplet)", "loss", "margin", "epochs run",
-                           "kept epoch", "training seconds", "seen AUC", "seen P@1", "unseen AUC",
+    return markdown_table(["run", "model, batches, peak LR, schedule (warm-up + triplet)", "loss", "margin",
+                           "epochs run", "kept epoch", "training seconds", "seen AUC", "seen P@1", "unseen AUC",
                            "unseen P@1"], rows, align="lllrrlrrrrr")
+
+
+def _peak_rates(config: Config) -> str:
+    """Peak learning rate(s): "0.003 / 0.001" when the triplet phase after a warm-up has its own."""
+    if config.warmup_epochs and config.finetune_learning_rate:
+        return f"{config.learning_rate:g} / {config.finetune_learning_rate:g}"
+    return f"{config.learning_rate:g}"
 
 
 def _best_epoch_label(run: Mapping[str, Any]) -> str:
@@ -917,6 +930,9 @@ def optimisation_markdown(run: Mapping[str, Any]) -> str:
         text += f" A {_warmup_label(config)} classification warm-up runs for {config.warmup_epochs} epochs first"
         text += (f"; the triplet phase then restarts the schedule at a peak of {config.finetune_learning_rate:g}."
                  if config.finetune_learning_rate else ".")
+    if config.triplet_softmax_weight:
+        text += (f" The classification loss stays on in the triplet phase at weight "
+                 f"{config.triplet_softmax_weight:g} beside the triplet loss (same classifier).")
     if config.mixed_precision:
         text += (" Mixed precision is on: float16 compute on a GPU, bfloat16 on a CPU (variables, loss and "
                  "embeddings stay float32).")

@@ -15,7 +15,10 @@ Training runs in epochs of `steps_per_epoch` P x K batches. An optional classifi
 (`warmup_epochs`: a softmax head on the unit-norm embedding, NormFace style, or with
 `warmup_head="cosface"` cosine scores to unit class centres with an additive margin) gives the triplet loss
 a head start: from scratch, semi-hard mining finds few informative triplets while the embedding is
-still random. Transfer learning can keep the backbone frozen for `freeze_backbone_epochs`.
+still random. `triplet_softmax_weight` keeps the classification loss on beside the triplet loss
+in the triplet phase. Transfer learning can keep the backbone frozen for `freeze_backbone_epochs`.
+Whenever the training model is rebuilt (a phase change, or the end of the frozen epochs), the
+classifier's weights carry over to the new one if it has a classifier too.
 
 After every epoch the checkpoint directory is replaced atomically, so killing the process at any
 moment and re-running the same command continues after the last completed epoch.
@@ -173,10 +176,18 @@ class _Session:
                                 images_per_class=c.images_per_class, seed=c.seed + epoch,
                                 augment=self.pipeline_augmentation, repeat=True,
                                 indices=self.train_indices)
+        lookup = tf.constant(self.class_lookup)
         if phase == "warmup":
-            lookup = tf.constant(self.class_lookup)
             ds = ds.map(lambda x, y: (x, tf.gather(lookup, y)), num_parallel_calls=tf.data.AUTOTUNE)
+        elif self._joint_triplet_phase():
+            # Both outputs take the classifier's label ids (the triplet loss only compares them).
+            ds = ds.map(lambda x, y: (x, dict(embedding=tf.gather(lookup, y),
+                                               classifier=tf.gather(lookup, y))),
+                        num_parallel_calls=tf.data.AUTOTUNE)
         return ds
+
+    def _joint_triplet_phase(self):
+        return self.config.triplet_softmax_weight > 0
 
     def _probe_batch(self):
         """A fixed P x K batch on which the mining health is measured after every epoch."""
@@ -197,7 +208,9 @@ class _Session:
     def _segment_epochs(self, segment):
         return sum(1 for e in range(self.total_epochs) if self._segment(e) == segment)
 
-    def _build_training_model(self, embedding, segment):
+    def _build_training_model(self, embedding, segment, previous=None):
+        """The compiled model of `segment`; `previous` (the last segment's training model) hands
+        over its classifier when the triplet phase keeps the classification loss."""
         from tinymatch.model import backbone_of
 
         phase, frozen = segment
@@ -205,20 +218,28 @@ class _Session:
         backbone_of(embedding).trainable = not frozen
         inputs = keras.Input(embedding.input_shape[1:], name="image")
         outputs = embedding(inputs)
+        loss_weights = None
         if phase == "warmup":
             outputs, loss = self._warmup_head(outputs)
             metrics = ["accuracy"]
+        elif self._joint_triplet_phase():
+            scores, classifier_loss = self._warmup_head(outputs)
+            outputs = dict(embedding=outputs, classifier=scores)
+            loss = dict(embedding=losses.make_loss(c), classifier=classifier_loss)
+            loss_weights = dict(embedding=1.0, classifier=c.triplet_softmax_weight)
+            metrics = dict(classifier=["accuracy"])
         else:
             loss = losses.make_loss(c)
             metrics = None
         model = keras.Model(inputs, outputs, name=f"training_{phase}")
+        _carry_over_classifier(previous, model)
         # After a warm-up the triplet phase fine-tunes: optionally at a lower peak LR, so the
         # restarted schedule does not undo what the classifier learned.
         peak = (c.finetune_learning_rate if phase == "triplet" and c.warmup_epochs
                 and c.finetune_learning_rate else c.learning_rate)
         total_steps = self.steps_per_epoch * self._segment_epochs(segment)
-        model.compile(optimizer=_optimizer(c, total_steps, peak),
-                      loss=loss, metrics=metrics, jit_compile=c.jit_compile)
+        model.compile(optimizer=_optimizer(c, total_steps, peak), loss=loss,
+                      loss_weights=loss_weights, metrics=metrics, jit_compile=c.jit_compile)
         return model
 
     def _warmup_head(self, embeddings):
@@ -247,9 +268,10 @@ class _Session:
                 return restored, restored.get_layer("embedding")
             embedding = restored.get_layer("embedding")
         else:
+            restored = None
             embedding = build_embedding_model(
                 self.config, include_augmentation=self.pipeline_augmentation is None)
-        return self._build_training_model(embedding, segment), embedding
+        return self._build_training_model(embedding, segment, previous=restored), embedding
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self):
@@ -266,13 +288,14 @@ class _Session:
         tensorboard = keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard"), write_graph=False,
                                                   update_freq="epoch", profile_batch=0)
         epoch = start_epoch
+        previous = None
         # One `fit` (and one input iterator) per segment, not per epoch: destroying a tf.data
         # iterator could block for up to a minute (TF 2.21, observed on every other epoch of the
         # cpu profile, ~40% of its epoch time), and per-epoch work is done by callbacks anyway.
         while epoch < self.total_epochs and not self.stopped_early:
             segment = self._segment(epoch)
             if model is None:
-                model = self._build_training_model(embedding, segment)
+                model = self._build_training_model(embedding, segment, previous=previous)
             end = epoch
             while end < self.total_epochs and self._segment(end) == segment:
                 end += 1
@@ -287,7 +310,7 @@ class _Session:
             if len(self.history) == epoch or model.stop_training:
                 break  # stopped by a callback (early stopping, or a user's callback)
             epoch = len(self.history)
-            model = None
+            previous, model = model, None
 
     def inference_model(self, embedding):
         """What model.keras holds: the embedding, flip-averaged when config.test_time_flip."""
@@ -398,8 +421,10 @@ class _EpochEvaluation(keras.callbacks.Callback):
                                     distance_metric=c.distance_metric)
         lr = float(np.asarray(self.training_model.optimizer.learning_rate))
         logs.update(val_auc=val_auc, lr=lr, **{k: float(np.asarray(v)) for k, v in stats.items()})
-        self.row = dict(loss=float(logs.get("loss", np.nan)),
-                        accuracy=float(logs.get("accuracy", np.nan)),
+        # With the classification loss kept on, `loss` stays the triplet loss (comparable with
+        # the other runs'); the classifier's accuracy shows the head still learning.
+        self.row = dict(loss=float(logs.get("embedding_loss", logs.get("loss", np.nan))),
+                        accuracy=float(logs.get("accuracy", logs.get("classifier_accuracy", np.nan))),
                         active_fraction=logs["active_fraction"],
                         mean_positive_distance=logs["mean_positive_distance"],
                         mean_negative_distance=logs["mean_negative_distance"],
@@ -438,6 +463,18 @@ def _optimizer(config, total_steps, peak_learning_rate=None):
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def _carry_over_classifier(previous, model):
+    """Copy the classifier's weights into `model` when both have one (same classes): from the
+    frozen to the unfrozen warm-up, and into a triplet phase that keeps the classification loss."""
+    if previous is None:
+        return
+    try:
+        source, target = previous.get_layer("classifier"), model.get_layer("classifier")
+    except ValueError:
+        return  # one of the two has no classifier
+    target.set_weights(source.get_weights())
 
 
 def _class_lookup(labels):
