@@ -114,8 +114,6 @@ def test_cli_train_writes_a_run(tmp_path, synthetic_dir, finished_run):
 
 
 def test_optimizer_schedule_peaks_at_the_requested_rate():
-    import numpy as np
-
     from tinymatch.train import _optimizer
 
     config = Config.from_profile("smoke", learning_rate=1e-3)
@@ -149,8 +147,6 @@ def test_one_input_pipeline_per_phase_and_flip_averaged_outputs(tmp_path, synthe
     assert all(row["seconds"] > 0 for row in history)
     assert len(created) == 2  # one per phase, not one per epoch
     # test_time_flip: the saved embedding and the Siamese model see an image and its mirror alike.
-    import numpy as np
-
     images = np.random.default_rng(3).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
     embedding = load_model(tmp_path / "run" / "model.keras")
     np.testing.assert_allclose(np.asarray(embedding(images)), np.asarray(embedding(images[:, :, ::-1])),
@@ -198,8 +194,6 @@ def test_mixed_precision_on_a_cpu_trains_in_bfloat16(tmp_path, synthetic_dir):
     """CPUs have no fast float16: mixed precision means bfloat16 there; embeddings stay float32."""
     import json
 
-    import numpy as np
-
     config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=1,
                                  steps_per_epoch=2, early_stopping_patience=0, mixed_precision=True)
     train(config, tmp_path / "run", progress=False)
@@ -214,8 +208,6 @@ def test_mixed_precision_on_a_cpu_trains_in_bfloat16(tmp_path, synthetic_dir):
 
 
 def test_half_precision_weights_keep_the_models_working(finished_run, tmp_path):
-    import numpy as np
-
     from tinymatch.cli import main
     from tinymatch.train import store_weights_at_half_precision
 
@@ -256,8 +248,6 @@ def test_cosface_warmup_resumes_from_its_checkpoint(tmp_path, synthetic_dir):
     assert [row["phase"] for row in history] == ["warmup", "warmup", "triplet"]
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in history[:2])
     assert json.loads((run_dir / "training.json").read_text())["finished"]
-
-
 
 
 class _ClassifierRecorder(keras.callbacks.Callback):

@@ -176,15 +176,16 @@ class _Session:
                                 images_per_class=c.images_per_class, seed=c.seed + epoch,
                                 augment=self.pipeline_augmentation, repeat=True,
                                 indices=self.train_indices)
+        if phase == "triplet" and not self._joint_triplet_phase():
+            return ds
         lookup = tf.constant(self.class_lookup)
-        if phase == "warmup":
-            ds = ds.map(lambda x, y: (x, tf.gather(lookup, y)), num_parallel_calls=tf.data.AUTOTUNE)
-        elif self._joint_triplet_phase():
-            # Both outputs take the classifier's label ids (the triplet loss only compares them).
-            ds = ds.map(lambda x, y: (x, dict(embedding=tf.gather(lookup, y),
-                                               classifier=tf.gather(lookup, y))),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-        return ds
+
+        def targets(images, labels):
+            ids = tf.gather(lookup, labels)  # the classifier's label ids
+            # With both losses, both outputs take the ids (the triplet loss only compares them).
+            return images, (ids if phase == "warmup" else dict(embedding=ids, classifier=ids))
+
+        return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _joint_triplet_phase(self):
         return self.config.triplet_softmax_weight > 0
@@ -210,7 +211,7 @@ class _Session:
 
     def _build_training_model(self, embedding, segment, previous=None):
         """The compiled model of `segment`; `previous` (the last segment's training model) hands
-        over its classifier when the triplet phase keeps the classification loss."""
+        over its classifier when both have one (`_carry_over_classifier`)."""
         from tinymatch.model import backbone_of
 
         phase, frozen = segment
