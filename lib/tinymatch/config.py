@@ -15,13 +15,23 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+# --- the shared vocabulary: every other module imports these names from here ----------------------
 PROFILES = ("smoke", "cpu", "gpu")
 BACKBONES = ("compact", "resnet50", "vgg16", "inceptionv3", "mobilenetv2", "efficientnetb0")
 LOSSES = ("semihard", "hard")
 WARMUP_HEADS = ("normface", "cosface")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 THRESHOLD_METHODS = ("accuracy", "youden", "far")
-SPLIT_PROTOCOLS = ("joint", "seen", "unseen")
+# What a model is trained and selected on (`Config.protocol`): "joint" = the seen-train images of
+# the class-disjoint protocol's training classes, so one model is judged on seen AND unseen classes.
+TRAINING_PROTOCOLS = ("joint", "seen", "unseen")
+# What a model is judged on (`tinymatch evaluate --split`): new images of training classes, classes
+# never trained on, or the dataset's own labelled val/ images.
+EVALUATION_SPLITS = ("seen", "unseen", "official-val")
+SPLIT_EVALUATIONS = ("seen", "unseen")  # the evaluation splits that come from split.csv
+# The models every evaluation scores on the same pairs.
+MODEL_NAMES = ("trained", "raw_pixels", "untrained")
+IMAGE_SIZE = 64  # Tiny ImageNet's side in pixels; images are stored at this size
 
 DATA_ENV_VAR = "TINYMATCH_DATA"
 DEFAULT_DATA_DIR = Path("data")
@@ -130,7 +140,7 @@ class Config:
         choice("loss", LOSSES)
         choice("distance_metric", DISTANCE_METRICS)
         choice("threshold_method", THRESHOLD_METHODS)
-        choice("protocol", SPLIT_PROTOCOLS)
+        choice("protocol", TRAINING_PROTOCOLS)
         choice("lr_schedule", ("cosine", "constant"))
         choice("optimizer", ("adam", "adamw", "sgd"))
         choice("warmup_head", WARMUP_HEADS)

@@ -1,0 +1,242 @@
+"""The run directory: every file name in it, its readers and writers, its lock and its leftovers.
+
+A run directory is everything one run produces, and nothing a run produces lives elsewhere:
+
+    config.json         the configuration, with the versions and hardware it ran on (`environment`)
+    split.csv           the seeded split the model was trained and selected on
+    history.csv         one row per epoch (HISTORY_COLUMNS)
+    training.json       training summary: best epoch and AUC, threshold, wall time, finished flag
+    model.keras         the best embedding model
+    siamese.keras       that model in a Siamese wrapper with its frozen threshold
+    metrics.json        evaluation figures
+    checkpoints/last/   resume state (training.keras + state.json), replaced atomically per epoch
+    tensorboard/        TensorBoard logs; the Embedding Projector export in tensorboard/projector/,
+                        so one `tensorboard --logdir RUN_DIR/tensorboard` shows scalars and projector
+    embeddings/         cached embeddings of the model
+    pairs/, evaluation/ evaluation pairs and per-(protocol, model) plot arrays (`.npz`)
+    notebooks/          executed copies of the report's notebooks
+    figs/               the report's figures
+    report.html, report.pdf
+    data_facts.json, model_facts.json   what the report's notebooks measured
+
+No other module spells one of these names: they ask this one (`RunDir(path).metrics`, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from tinymatch.io_utils import TEMP_SUFFIX, atomic_write_text, read_json
+
+HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "active_fraction",
+                   "mean_positive_distance", "mean_negative_distance", "val_auc", "lr", "seconds")
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory (or cache entry)."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory. Creating the object touches nothing on disk."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    # files
+    @property
+    def config(self) -> Path: return self.path / "config.json"
+    @property
+    def metrics(self) -> Path: return self.path / "metrics.json"
+    @property
+    def history(self) -> Path: return self.path / "history.csv"
+    @property
+    def training(self) -> Path: return self.path / "training.json"
+    @property
+    def model(self) -> Path: return self.path / "model.keras"
+    @property
+    def siamese(self) -> Path: return self.path / "siamese.keras"
+    @property
+    def split(self) -> Path: return self.path / "split.csv"
+    @property
+    def data_facts(self) -> Path: return self.path / "data_facts.json"
+    @property
+    def model_facts(self) -> Path: return self.path / "model_facts.json"
+    @property
+    def report_html(self) -> Path: return self.path / "report.html"
+    @property
+    def report_pdf(self) -> Path: return self.path / "report.pdf"
+    @property
+    def lock(self) -> Path: return self.path / LOCK_NAME
+
+    # folders
+    @property
+    def checkpoint(self) -> Path: return self.path / "checkpoints" / "last"
+    @property
+    def checkpoint_model(self) -> Path: return self.checkpoint / "training.keras"
+    @property
+    def checkpoint_state(self) -> Path: return self.checkpoint / "state.json"
+    @property
+    def tensorboard(self) -> Path: return self.path / "tensorboard"
+    @property
+    def projector(self) -> Path: return self.tensorboard / "projector"
+    @property
+    def embeddings(self) -> Path: return self.path / "embeddings"
+    @property
+    def pairs(self) -> Path: return self.path / "pairs"
+    @property
+    def evaluation(self) -> Path: return self.path / "evaluation"
+    @property
+    def notebooks(self) -> Path: return self.path / "notebooks"
+    @property
+    def figs(self) -> Path: return self.path / "figs"
+
+    def pairs_file(self, protocol: str, part: str) -> Path:
+        return self.pairs / f"{protocol}_{part}.npz"
+
+    def evaluation_file(self, protocol: str, model: str) -> Path:
+        return self.evaluation / f"{protocol}_{model}.npz"
+
+
+# --- history.csv: the one reader and writer -------------------------------------------------------
+
+def write_history(run_dir: str | os.PathLike, rows: list[dict]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format(row.get(k, "")) for k in HISTORY_COLUMNS})
+    return atomic_write_text(RunDir(run_dir).history, buffer.getvalue())
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """history.csv as a list of row dicts (numbers as floats, `phase` as text); [] when absent."""
+    path = RunDir(run_dir).history
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: _maybe_float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def history_columns(rows: list[dict]) -> dict[str, list]:
+    """Row dicts -> {column: values}, the shape plots take."""
+    return {name: [row.get(name) for row in rows] for name in HISTORY_COLUMNS}
+
+
+def _format(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _maybe_float(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+# --- reading a whole run --------------------------------------------------------------------------
+
+def read_json_if_present(path: Path) -> Any:
+    return read_json(path) if path.is_file() else None
+
+
+# --- lock and leftovers ---------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _lock_holder(lock: Path) -> tuple[int, str]:
+    try:
+        text = lock.read_text()
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        return 0, ""
+    first, _, rest = text.partition("\n")
+    try:
+        return int(first.strip()), rest.strip()
+    except ValueError:
+        return 0, ""
+
+
+@contextmanager
+def locked(directory: str | os.PathLike, *, what: str = "run directory", wait: float = 0.0,
+           poll: float = 0.5) -> Iterator[Path]:
+    """Hold `directory/.lock` for the duration: one process at a time works in a directory.
+
+    The lock is an `fcntl.flock` on the file (released by the kernel when the holder dies, so a
+    killed process never leaves a stale lock) whose text names the holder (pid, host, command).
+    A second process waits up to `wait` seconds, then raises RunLockedError naming the holder.
+    """
+    import fcntl
+    import socket
+    import sys
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory / LOCK_NAME
+    handle = open(lock_path, "a+")
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    pid, detail = _lock_holder(lock_path)
+                    holder = f"process {pid} ({detail})" if pid else "another process"
+                    raise RunLockedError(f"{directory}: the {what} is in use by {holder}; wait for it "
+                                         f"to finish or use another directory") from None
+                time.sleep(poll)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n{socket.gethostname()} {' '.join(sys.argv)[:200]}\n")
+        handle.flush()
+        yield lock_path
+    finally:
+        handle.close()  # closing releases the flock
+
+
+def remove_leftovers(directory: str | os.PathLike, *, recursive_into: tuple[str, ...] = ("checkpoints",)) -> list[Path]:
+    """Remove temporaries (`.<name>.*.tmp*`) a killed writer left in `directory`.
+
+    Call it only while holding `locked(directory)`: then no live process of ours can own them.
+    Looks in the directory itself and in the named sub-folders. Returns what was removed.
+    """
+    directory = Path(directory)
+    removed = []
+    folders = [directory] + [directory / name for name in recursive_into]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and TEMP_SUFFIX in entry.name and entry.name != LOCK_NAME:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+__all__ = ["RunDir", "HISTORY_COLUMNS", "RunLockedError", "read_history", "write_history",
+           "history_columns", "locked", "remove_leftovers", "read_json_if_present"]
