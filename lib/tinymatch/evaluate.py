@@ -19,8 +19,6 @@ similar; a pair matches when `distance <= threshold`.
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +41,7 @@ from tinymatch.metrics import (  # noqa: F401  (re-exported: the evaluation API 
     tar_at_far,
     verification_metrics,
 )
-from tinymatch.metrics import _similarity_setup, top_k_rows
+from tinymatch.pairs import Pairs, make_pairs  # noqa: F401  (re-exported)
 
 PROTOCOLS = ("seen", "unseen")
 MODEL_NAMES = ("trained", "raw_pixels", "untrained")
@@ -172,164 +170,6 @@ def untrained_embedding_model(config: Config):
 
     keras.utils.set_random_seed(config.seed)
     return model_module.build_embedding_model(config.replace(weights=""))
-
-
-# --- pairs ----------------------------------------------------------------------------------------
-
-@dataclass
-class Pairs:
-    """Pairs of positions (into one embedding array) and whether each pair shares a class."""
-
-    first: np.ndarray  # int64 [M]
-    second: np.ndarray  # int64 [M]
-    same: np.ndarray  # bool [M]
-
-    def __post_init__(self) -> None:
-        self.first = np.asarray(self.first, dtype=np.int64)
-        self.second = np.asarray(self.second, dtype=np.int64)
-        self.same = np.asarray(self.same, dtype=bool)
-        if not len(self.first) == len(self.second) == len(self.same):
-            raise ValueError("Pairs: first, second and same must have the same length")
-
-    def __len__(self) -> int:
-        return len(self.same)
-
-    def save(self, path, **extra_arrays) -> Path:
-        """Write an .npz (first, second, same, plus any `extra_arrays`) atomically."""
-        return atomic_save_arrays(path, first=self.first, second=self.second, same=self.same,
-                                  **extra_arrays)
-
-    @classmethod
-    def load(cls, path) -> "Pairs":
-        path = Path(path)
-        try:
-            with np.load(path) as stored:
-                return cls(stored["first"], stored["second"], stored["same"])
-        except FileNotFoundError:
-            raise FileNotFoundError(f"pairs file not found: {path}") from None
-        except (KeyError, ValueError, OSError) as err:
-            raise ValueError(f"{path} is not a pairs file: {err}") from None
-
-
-def _positive_pairs(labels: np.ndarray, cap: int, rng: np.random.Generator):
-    """All same-class pairs (i < j), or `cap` of them drawn uniformly without replacement.
-
-    Pairs are numbered without being materialised: items are grouped by class, and the item at
-    sorted position p starts a row of (class size - 1 - its rank in class) pairs.
-    """
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    _, class_start, class_size = np.unique(sorted_labels, return_index=True, return_counts=True)
-    class_of_position = np.repeat(np.arange(len(class_size)), class_size)
-    rank_in_class = np.arange(len(order)) - class_start[class_of_position]
-    row_length = class_size[class_of_position] - 1 - rank_in_class
-    row_start = np.r_[0, np.cumsum(row_length)[:-1]]
-    total = int(row_length.sum())
-    if cap <= 0 or total <= cap:
-        pair_ids = np.arange(total)
-    else:
-        pair_ids = np.sort(rng.choice(total, size=cap, replace=False))
-    position = np.searchsorted(row_start, pair_ids, side="right") - 1
-    # Rows of length 0 share their start with the next row; searchsorted(right) picks the last one.
-    offset = pair_ids - row_start[position]
-    return order[position], order[position + 1 + offset]
-
-
-def _pair_keys(first, second, n):
-    """Order-free integer key of each pair, for de-duplication."""
-    return np.minimum(first, second) * n + np.maximum(first, second)
-
-
-def _unique_in_order(keys: np.ndarray) -> np.ndarray:
-    """Positions of the first occurrence of each key, in order of appearance."""
-    _, first_seen = np.unique(keys, return_index=True)
-    return np.sort(first_seen)
-
-
-def _random_negative_pairs(labels, count, rng, exclude_keys=None):
-    """`count` distinct different-class pairs drawn uniformly (rejection sampling)."""
-    n = len(labels)
-    taken = np.empty(0, np.int64) if exclude_keys is None else np.asarray(exclude_keys, np.int64)
-    keys = np.empty(0, np.int64)
-    for _ in range(100):
-        missing = count - len(keys)
-        if missing <= 0:
-            break
-        a = rng.integers(0, n, size=2 * missing + 16)
-        b = rng.integers(0, n, size=2 * missing + 16)
-        fresh = _pair_keys(a, b, n)[labels[a] != labels[b]]
-        fresh = fresh[~np.isin(fresh, taken)]
-        combined = np.r_[keys, fresh]
-        keys = combined[_unique_in_order(combined)]
-    keys = keys[:count]
-    return keys // n, keys % n
-
-
-def _all_negative_pairs(labels):
-    first, second = np.triu_indices(len(labels), k=1)
-    different = labels[first] != labels[second]
-    return first[different], second[different]
-
-
-def _hard_negative_pairs(labels, count, embeddings, distance_metric, rng):
-    """Nearest other-class neighbours of randomly ordered anchors, topped up with random negatives.
-
-    Every anchor contributes its nearest other-class item first, then its second nearest, ..., so
-    the pairs are the hardest ones spread over many anchors, not the few hardest of all.
-    """
-    n = len(labels)
-    queries, gallery, bias = _similarity_setup(embeddings, distance_metric)
-    _, class_size = np.unique(labels, return_counts=True)
-    per_anchor = int(min(math.ceil(count / n) + 1, n - class_size.max()))
-    anchors = rng.permutation(n)
-    neighbours = np.empty((n, per_anchor), np.int64)
-    for start in range(0, n, 1024):
-        rows = anchors[start:start + 1024]
-        similarity = queries[rows] @ gallery.T
-        similarity -= bias[None, :]
-        similarity[labels[rows][:, None] == labels[None, :]] = -np.inf
-        neighbours[start:start + len(rows)] = top_k_rows(similarity, per_anchor)[0]
-    # Round robin: all anchors' nearest, then all second nearest, ...
-    first = np.tile(anchors, per_anchor)
-    second = neighbours.T.ravel()
-    keys = _pair_keys(first, second, n)
-    keys = keys[_unique_in_order(keys)][:count]
-    if len(keys) < count:
-        extra_first, extra_second = _random_negative_pairs(labels, count - len(keys), rng, keys)
-        keys = np.r_[keys, _pair_keys(extra_first, extra_second, n)]
-    return keys // n, keys % n
-
-
-def make_pairs(labels, *, max_positive_pairs: int, seed: int, embeddings=None,
-               hard_negatives: bool = False, distance_metric: str = "L2") -> Pairs:
-    """Balanced pairs: all positives (same class) up to `max_positive_pairs`, as many negatives.
-
-    Negatives are uniform random different-class pairs, or with `hard_negatives` (needs
-    `embeddings`) the nearest other-class neighbours of random anchors. Deterministic given `seed`.
-    Positives come first, then negatives; positions index into `labels`.
-    """
-    labels = np.asarray(labels).ravel()
-    if len(np.unique(labels)) < 2:
-        raise ValueError(f"make_pairs needs at least 2 classes (got {len(np.unique(labels))} "
-                         f"among {len(labels)} items)")
-    if hard_negatives and embeddings is None:
-        raise ValueError("hard_negatives=True needs the embeddings to find nearest neighbours")
-    rng = np.random.default_rng(seed)
-    pos_first, pos_second = _positive_pairs(labels, max_positive_pairs, rng)
-    if len(pos_first) == 0:
-        raise ValueError(f"make_pairs: no class has two items among {len(labels)} items")
-    count = len(pos_first)
-    _, class_size = np.unique(labels, return_counts=True)
-    total_negatives = (len(labels) ** 2 - int(np.sum(class_size.astype(np.int64) ** 2))) // 2
-    if total_negatives <= count:
-        neg_first, neg_second = _all_negative_pairs(labels)
-    elif hard_negatives:
-        neg_first, neg_second = _hard_negative_pairs(labels, count, np.asarray(embeddings),
-                                                     distance_metric, rng)
-    else:
-        neg_first, neg_second = _random_negative_pairs(labels, count, rng)
-    same = np.r_[np.ones(count, bool), np.zeros(len(neg_first), bool)]
-    return Pairs(np.r_[pos_first, neg_first], np.r_[pos_second, neg_second], same)
 
 
 def _pairs_for(embeddings, labels, config: Config) -> Pairs:

@@ -264,7 +264,7 @@ def verification_metrics(distances, same, *, bootstrap_samples: int = 200, seed:
 
 # --- retrieval ------------------------------------------------------------------------------------
 
-def _similarity_setup(embeddings: np.ndarray, distance_metric: str):
+def similarity_setup(embeddings: np.ndarray, distance_metric: str):
     """(queries, gallery, bias) such that `queries @ gallery.T - bias` ranks like the distance.
 
     L2 and squared-L2 use ab - |b|^2 / 2 = (|a|^2 - |a-b|^2) / 2: no scaled copy of the gallery is
@@ -321,7 +321,7 @@ def _ranked_neighbours(embeddings, depth: int, distance_metric: str, visit) -> N
     Each query's own similarity is set to -inf so it never appears among its neighbours. Memory is
     bounded by one block of `_QUERY_CHUNK x N` similarities.
     """
-    queries, gallery, bias = _similarity_setup(embeddings, distance_metric)
+    queries, gallery, bias = similarity_setup(embeddings, distance_metric)
     n = len(gallery)
     depth = min(depth, n - 1)
     for start in range(0, n, _QUERY_CHUNK):
@@ -416,4 +416,5 @@ __all__ = [
     "DEFAULT_FARS", "pair_distances", "roc_curve", "roc_auc", "bootstrap_auc_ci", "equal_error_rate",
     "tar_at_far", "distance_histograms", "choose_threshold", "confusion_at_threshold",
     "verification_metrics", "retrieval_metrics", "nearest_neighbours", "top_k_rows",
+    "similarity_setup",
 ]
