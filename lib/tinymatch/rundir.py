@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from tinymatch.config import Config
 from tinymatch.io_utils import TEMP_SUFFIX, atomic_write_text, read_json
 
 HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "active_fraction",
@@ -238,5 +239,26 @@ def remove_leftovers(directory: str | os.PathLike, *, recursive_into: tuple[str,
     return removed
 
 
+# --- report job: everything the report reads from a run directory ---------------------------------
+
+RUN_JSON_FILES = ("metrics", "data_facts", "model_facts", "training")  # RunDir properties, read by read_run
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run directory as one dict: `run_dir`, `config` (a Config), the JSON files that exist
+    (`metrics`, `data_facts`, `model_facts`, `training`) and `history` ({column: values}, the
+    shape `history_columns` gives) when history.csv exists. Missing files are left out."""
+    paths = RunDir(run_dir)
+    run: dict[str, Any] = {"run_dir": paths.path, "config": Config.load(paths.config)}
+    for name in RUN_JSON_FILES:
+        value = read_json_if_present(getattr(paths, name))
+        if value is not None:
+            run[name] = value
+    if paths.history.is_file():
+        run["history"] = history_columns(read_history(paths.path))
+    return run
+
+
 __all__ = ["RunDir", "HISTORY_COLUMNS", "RunLockedError", "read_history", "write_history",
            "history_columns", "locked", "remove_leftovers", "read_json_if_present"]
+__all__ += ["read_run", "RUN_JSON_FILES"]  # report job
