@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from tinymatch.config import Config
-from tinymatch.io_utils import TEMP_SUFFIX, atomic_write_text, read_json
+from tinymatch.io_utils import TEMP_SUFFIX, atomic_save_arrays, atomic_write_text, read_json
 
 HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "active_fraction",
                    "mean_positive_distance", "mean_negative_distance", "val_auc", "lr", "seconds")
@@ -259,6 +261,59 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     return run
 
 
+# --- evaluate job: the evaluation arrays (pairs/ and evaluation/ .npz files) ----------------------
+# pairs/<protocol>_<part>.npz: positions into the part, whether each pair shares a class, and the
+# part's dataset indices. evaluation/<protocol>_<model>.npz: what the report plots of one
+# (protocol, model): pair distances per part (with dataset indices), ROC and histograms of the test
+# part, and the test part's retrieval neighbours (dataset indices).
+PAIRS_ARRAY_KEYS = ("first", "second", "same", "indices")
+EVALUATION_PART_KEYS = ("distances", "same", "first", "second")  # stored as "<part>_<key>"
+EVALUATION_ARRAY_KEYS = ("threshold", "roc_far", "roc_tar", "roc_thresholds", "hist_bins",
+                         "hist_positive", "hist_negative", "retrieval_queries", "retrieval_labels",
+                         "neighbours", "neighbour_distances")
+
+
+def evaluation_array_keys(parts: tuple[str, ...] = ("val", "test")) -> tuple[str, ...]:
+    """Every key of an evaluation/ file whose pairs cover `parts` (official-val: ("test",))."""
+    return EVALUATION_ARRAY_KEYS + tuple(f"{part}_{key}" for part in parts for key in EVALUATION_PART_KEYS)
+
+
+def _read_arrays(path: Path, what: str, required: tuple[str, ...]) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (evaluate the run first)")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path}: not an .npz file of {what}: {err}") from None
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: {what} without {', '.join(missing)}")
+    return arrays
+
+
+def read_evaluation_arrays(run_dir: str | os.PathLike, protocol: str, model: str = "trained") -> dict:
+    """RUN_DIR/evaluation/<protocol>_<model>.npz as {key: array} (keys: `evaluation_array_keys`)."""
+    return _read_arrays(RunDir(run_dir).evaluation_file(protocol, model), "evaluation arrays",
+                        evaluation_array_keys(("test",)))
+
+
+def read_pairs_arrays(run_dir: str | os.PathLike, protocol: str, part: str) -> dict:
+    """RUN_DIR/pairs/<protocol>_<part>.npz as {key: array} (keys: PAIRS_ARRAY_KEYS)."""
+    return _read_arrays(RunDir(run_dir).pairs_file(protocol, part), "evaluation pairs", PAIRS_ARRAY_KEYS)
+
+
+def write_evaluation_arrays(run_dir: str | os.PathLike, protocol: str, model: str, arrays: dict) -> Path:
+    """Write RUN_DIR/evaluation/<protocol>_<model>.npz atomically; refuses a file without the keys
+    the readers need."""
+    missing = [key for key in evaluation_array_keys(("test",)) if key not in arrays]
+    if missing:
+        raise ValueError(f"evaluation arrays of {protocol}/{model} without {', '.join(missing)}")
+    return atomic_save_arrays(RunDir(run_dir).evaluation_file(protocol, model), **arrays)
+
+
 __all__ = ["RunDir", "HISTORY_COLUMNS", "RunLockedError", "read_history", "write_history",
            "history_columns", "locked", "remove_leftovers", "read_json_if_present"]
 __all__ += ["read_run", "RUN_JSON_FILES"]  # report job
+__all__ += ["PAIRS_ARRAY_KEYS", "EVALUATION_PART_KEYS", "EVALUATION_ARRAY_KEYS", "evaluation_array_keys",
+            "read_evaluation_arrays", "read_pairs_arrays", "write_evaluation_arrays"]  # evaluate job
