@@ -12,6 +12,7 @@ from PIL import Image
 from tinymatch import data
 from tinymatch.config import Config
 from tinymatch.data import DataError, load_dataset, make_splits
+from tinymatch.data import cache as data_cache
 from tinymatch.synthetic import make_synthetic_dataset, synthetic_wnid
 
 SMALL = dict(num_classes=3, images_per_class=4, val_per_class=1, test_images=2, grayscale=1)
@@ -23,7 +24,8 @@ def small_dataset(tmp_path, name="small", **overrides):
 
 
 def cache_entries(cache_root):
-    return sorted(p.name for p in cache_root.iterdir()) if cache_root.exists() else []
+    """What a cache folder holds, besides its lock file."""
+    return sorted(p.name for p in cache_root.iterdir() if p.name != ".lock") if cache_root.exists() else []
 
 
 # --- parsing --------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def test_interrupted_cache_write_leaves_nothing_and_keeps_a_good_cache(tmp_path,
         raise KeyboardInterrupt  # as if Ctrl-C hit after images.npy was written
 
     with monkeypatch.context() as patch:
-        patch.setattr(data, "_write_cache_metadata", interrupt)
+        patch.setattr(data_cache, "_write_cache_metadata", interrupt)
         with pytest.raises(KeyboardInterrupt):
             load_dataset(source, cache, progress=False)
     assert cache_entries(cache) == []  # no partial entry, no temp dir
@@ -165,7 +167,7 @@ def test_interrupted_cache_write_leaves_nothing_and_keeps_a_good_cache(tmp_path,
     good = load_dataset(source, cache, progress=False)
     make_synthetic_dataset(tmp_path / "z", as_zip=True, **{**SMALL, "seed": 3})  # the source changes
     with monkeypatch.context() as patch:
-        patch.setattr(data, "_write_cache_metadata", interrupt)
+        patch.setattr(data_cache, "_write_cache_metadata", interrupt)
         with pytest.raises(KeyboardInterrupt):
             load_dataset(source, cache, progress=False)
     assert cache_entries(cache) == [good.cache_path.name]

@@ -2,7 +2,8 @@
 
 A run directory is everything one run produces, and nothing a run produces lives elsewhere:
 
-    config.json         the configuration, with the versions and hardware it ran on (`environment`)
+    config.json         the configuration
+    environment.json    the versions and hardware it ran on (`tinymatch.environment`)
     split.csv           the seeded split the model was trained and selected on
     history.csv         one row per epoch (HISTORY_COLUMNS)
     training.json       training summary: best epoch and AUC, threshold, wall time, finished flag
@@ -82,6 +83,8 @@ class RunDir:
     def report_pdf(self) -> Path: return self.path / "report.pdf"
     @property
     def lock(self) -> Path: return self.path / LOCK_NAME
+    @property  # config job: tinymatch.environment.environment_info() of the run (train writes it)
+    def environment(self) -> Path: return self.path / "environment.json"
 
     # folders
     @property
@@ -317,3 +320,64 @@ __all__ = ["RunDir", "HISTORY_COLUMNS", "RunLockedError", "read_history", "write
 __all__ += ["read_run", "RUN_JSON_FILES"]  # report job
 __all__ += ["PAIRS_ARRAY_KEYS", "EVALUATION_PART_KEYS", "EVALUATION_ARRAY_KEYS", "evaluation_array_keys",
             "read_evaluation_arrays", "read_pairs_arrays", "write_evaluation_arrays"]  # evaluate job
+
+
+# --- tuning study directory (tune job) -----------------------------------------------------------
+# A study directory holds one Optuna study: its SQLite storage (optuna-dashboard opens it), the
+# best trial's full config, and one ordinary run directory per trial (with trial.json: the
+# trial's number, state (COMPLETE / PRUNED / FAIL), value and params).
+
+TRIAL_RECORD_NAME = "trial.json"
+
+
+@dataclass(frozen=True)
+class StudyDir:
+    """Paths of one study directory. Creating the object touches nothing on disk."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def storage(self) -> Path: return self.path / "study.db"
+    @property
+    def storage_url(self) -> str: return f"sqlite:///{self.storage.resolve()}"
+    @property
+    def best_config(self) -> Path: return self.path / "best_config.json"
+    @property
+    def trials(self) -> Path: return self.path / "trials"
+
+    def trial_dir(self, number: int) -> Path:
+        """The run directory of trial `number` (zero-padded, so listings sort by number)."""
+        return self.trials / f"{number:04d}"
+
+
+def trial_record(run_dir: str | os.PathLike) -> Path:
+    """A trial's record in its run directory (written by tinymatch.tune)."""
+    return Path(run_dir) / TRIAL_RECORD_NAME
+
+
+__all__ += ["StudyDir", "TRIAL_RECORD_NAME", "trial_record"]  # tune job
+
+
+# --- the run's split (data job) -------------------------------------------------------------------
+
+def run_splits(run_dir: str | os.PathLike, dataset, config, *, save: bool = False):
+    """The `tinymatch.data.Splits` of a run: its split.csv when it exists (what the run was trained
+    on), else a fresh seeded split of `dataset` for `config`, written there when `save` (training
+    does; evaluation only reads)."""
+    # Imported here, not at the top: tinymatch.data imports this module (cache lock), so a
+    # top-level import would be circular.
+    from tinymatch.data.splits import Splits, make_splits_for
+
+    path = RunDir(run_dir).split
+    if path.is_file():
+        return Splits.load(path, dataset)
+    splits = make_splits_for(dataset, config)
+    if save:
+        splits.save(path)  # atomic
+    return splits
+
+
+__all__ += ["run_splits"]  # data job
