@@ -301,7 +301,7 @@ def test_all_models_share_the_first_models_hard_pairs(tmp_path):
     embedders = {"trained": lambda idx: trained[idx], "raw_pixels": lambda idx: other[idx]}
     config = smoke_config(hard_negatives=True, max_positive_pairs=30, bootstrap_samples=5)
     parts = {"val": np.arange(0, 60, 2), "test": np.arange(1, 60, 2)}
-    result = ev._evaluate_protocol("seen", parts, dataset, embedders, config, tmp_path)
+    result = ev.evaluate_protocol("seen", parts, dataset, embedders, config, tmp_path)
     saved = np.load(tmp_path / "pairs" / "seen_test.npz")
     expected = ev.make_pairs(labels[parts["test"]], max_positive_pairs=30, seed=config.seed,
                              embeddings=trained[parts["test"]], hard_negatives=True)

@@ -94,9 +94,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
-    from tinymatch import evaluate
+    from tinymatch import match  # reads the images before it imports TensorFlow
 
-    result = evaluate.match_files(args.model, args.image_a, args.image_b)
+    result = match.match_files(args.model, args.image_a, args.image_b)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

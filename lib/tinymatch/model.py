@@ -18,8 +18,11 @@ with the saved `.keras` file.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import stat
+import zipfile
 from pathlib import Path
 
 import keras
@@ -416,14 +419,76 @@ def _layer_of_type(model, kind):
     raise ValueError(f"model {model.name!r} has no {kind.__name__} layer: is it a Siamese model?")
 
 
-def load_model(path, compile=False):
-    """Load a tinymatch .keras file (embedding, Siamese or training checkpoint)."""
+class NotATinymatchModelError(ValueError):
+    """A model file that is not a Keras archive built from Keras' and tinymatch's own classes."""
+
+
+_MAX_MODEL_CONFIG_BYTES = 64 << 20  # a .keras config.json is a few hundred kB; refuse a zip bomb
+_TRUSTED_MODULES = ("keras", "tinymatch")  # config objects may name classes of these packages only
+
+
+def _config_classes(node):
+    """(module, class name) of every serialised object in a Keras config tree."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "class_name" in item:
+                yield item.get("module"), item.get("class_name")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def check_model_archive(path):
+    """Raise NotATinymatchModelError unless `path` is a regular file holding a Keras archive whose
+    config names only Keras and tinymatch classes. Reads config.json only (nothing is executed)."""
     path = Path(path)
-    if not path.is_file():
+    not_ours = f"{path} is not a tinymatch model"
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotATinymatchModelError(f"{not_ours}: not a regular file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if not {"config.json", "model.weights.h5"} <= names:
+                raise NotATinymatchModelError(f"{not_ours}: a zip without the config.json and "
+                                              "model.weights.h5 of a Keras archive")
+            if archive.getinfo("config.json").file_size > _MAX_MODEL_CONFIG_BYTES:
+                raise NotATinymatchModelError(f"{not_ours}: its config.json is over "
+                                              f"{_MAX_MODEL_CONFIG_BYTES >> 20} MB")
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
+        raise NotATinymatchModelError(f"{not_ours}: not a .keras (zip) archive ({err})") from None
+    except (ValueError, RuntimeError) as err:  # bad JSON or text encoding, encrypted entry
+        raise NotATinymatchModelError(f"{not_ours}: unreadable config.json ({err})") from None
+    for module, class_name in _config_classes(config):
+        if module is not None and str(module).split(".")[0] not in _TRUSTED_MODULES:
+            raise NotATinymatchModelError(f"{not_ours}: its config names class {class_name!r} of "
+                                          f"module {module!r} (only Keras and tinymatch classes load)")
+
+
+def load_model(path, compile=False):
+    """Load a tinymatch .keras file (embedding, Siamese or training checkpoint).
+
+    Keras' safe mode stays on (no Lambda layer or other deserialised code runs). A file that is
+    not a Keras archive, or whose config names classes outside Keras and tinymatch, raises
+    NotATinymatchModelError (a ValueError) naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
+    check_model_archive(path)
     import tinymatch.losses  # noqa: F401  (registers the losses a compiled checkpoint refers to)
 
-    model = keras.saving.load_model(path, compile=compile)
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError, zipfile.BadZipFile) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise NotATinymatchModelError(f"{path} is not a tinymatch model: {reason}") from None
+    if not isinstance(model, keras.Model):
+        raise NotATinymatchModelError(f"{path} is not a tinymatch model: it holds a "
+                                      f"{type(model).__name__}, not a model")
     if not compile and _single_tensor_wrapped_in_lists(model):
         # Saved from a model built on `model.inputs` (a list): calling it with one tensor would
         # warn about the input structure on every call. Same graph and weights, plain structure.
@@ -439,5 +504,5 @@ def _single_tensor_wrapped_in_lists(model):
 
 __all__ = ["build_embedding_model", "build_siamese_model", "build_compact_backbone",
            "build_application_backbone", "siamese_threshold", "siamese_distance_metric",
-           "embedding_from_siamese", "load_model", "backbone_of", "ApplicationPreprocessing",
+           "embedding_from_siamese", "load_model", "check_model_archive", "NotATinymatchModelError", "backbone_of", "ApplicationPreprocessing",
            "PairDistance", "MatchDecision", "HorizontalMirror", "Resize", "build_flip_averaged_model", "WeightsUnavailableError", "APPLICATIONS"]
