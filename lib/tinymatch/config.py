@@ -2,26 +2,46 @@
 
 A `Config` is what notebooks receive as papermill parameters (as a plain dict, see `Config.to_dict`),
 what the CLI reads with `--config FILE`, and what every run saves beside its outputs as
-`config.json`. Profiles (`smoke`, `cpu`, `gpu`) are named starting points; any field can be
-overridden on top of a profile.
+`config.json`. Profiles (`smoke`, `cpu`, `gpu`) are named starting points.
+
+Layering: a partial configuration (papermill `-y '{config: {profile: smoke, max_classes: 6}}'`,
+`-p config smoke`, a `--config` JSON that names a few fields) is laid over its profile's values:
+the `profile` key picks the base (default `cpu`), every other key overrides one field of it
+(`Config.layered`). A complete `config.json` reads back unchanged.
+
+Checking (all before any work starts): a field name that does not exist, a value of the wrong type
+(exactly: a bool is not an int, a string is not a bool; an int is accepted for a float), a
+non-finite float, a value outside its field's range, or counts that would leave a validation or
+test part of a split without positive or negative pairs is a `ConfigError` (a ValueError) that
+names the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import stat
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 # --- the shared vocabulary: every other module imports these names from here ----------------------
 PROFILES = ("smoke", "cpu", "gpu")
-BACKBONES = ("compact", "resnet50", "vgg16", "inceptionv3", "mobilenetv2", "efficientnetb0")
+BACKBONES = ("compact", "resnet50", "vgg16", "inceptionv3", "mobilenetv2", "efficientnetb0",
+             "efficientnet_lite0")
 LOSSES = ("semihard", "hard")
 WARMUP_HEADS = ("normface", "cosface")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 THRESHOLD_METHODS = ("accuracy", "youden", "far")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "")  # "" = no flip
+# tf.distribute strategy of training: none (the default device), mirrored (all local GPUs, or
+# `logical_devices` logical CPU devices), multi-worker (MultiWorkerMirroredStrategy from TF_CONFIG).
+STRATEGIES = ("none", "mirrored", "multi-worker")
 # What a model is trained and selected on (`Config.protocol`): "joint" = the seen-train images of
 # the class-disjoint protocol's training classes, so one model is judged on seen AND unseen classes.
 TRAINING_PROTOCOLS = ("joint", "seen", "unseen")
@@ -35,11 +55,20 @@ IMAGE_SIZE = 64  # Tiny ImageNet's side in pixels; images are stored at this siz
 
 DATA_ENV_VAR = "TINYMATCH_DATA"
 DEFAULT_DATA_DIR = Path("data")
+CONFIG_FILE_LIMIT = 1 << 20  # bytes: a config.json is ~2 kB; anything this big is not one
+# Keys a saved config.json may hold beside the fields (metadata written by a run, not settings);
+# `Config.load` skips them, everything else must be a field.
+METADATA_KEYS = ("environment",)
+
+
+class ConfigError(ValueError):
+    """A configuration value, name or file a user must fix; the message names it."""
 
 
 @dataclass
 class Config:
-    """Every knob of a run. Field comments say what the field does and its unit."""
+    """Every knob of a run. Field comments say what the field does and its unit; `_RANGES` below
+    says which values are valid."""
 
     profile: str = "cpu"
     seed: int = 1337
@@ -109,112 +138,144 @@ class Config:
     jit_compile: bool = False
     mixed_precision: bool = False  # half-precision compute: float16 on a GPU, bfloat16 on a CPU
 
+    # --- distribution (tf.distribute) --------------------------------------------------------------
+    strategy: str = "none"  # none | mirrored | multi-worker (MultiWorkerMirroredStrategy, TF_CONFIG)
+    # mirrored over this many logical CPU devices (tests and CPU-only machines); 0 = the real
+    # devices (all local GPUs, else the CPU)
+    logical_devices: int = 0
+
     # --- evaluation --------------------------------------------------------------------------------
     max_positive_pairs: int = 5000  # per split part; as many negatives are drawn
     hard_negatives: bool = False
     threshold_method: str = "accuracy"
     target_far: float = 1e-2  # used when threshold_method == "far"
-    bootstrap_samples: int = 200
+    bootstrap_samples: int = 200  # resamples for the AUC's 95% interval; 0 = no interval computed
     retrieval_top_k: int = 5
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
+        # An int is a float's exact value (JSON and YAML write 1 for 1.0); nothing else is converted.
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if _kind(spec) == "float" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, spec.name, float(value))
         self.validate()
 
     # ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ValueError naming the offending parameter."""
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"config.{name}={value!r}: must be one of {', '.join(allowed)}")
-
-        def positive(name: str, minimum: float = 1) -> None:
-            value = getattr(self, name)
-            if value < minimum:
-                raise ValueError(f"config.{name}={value!r}: must be >= {minimum}")
-
-        choice("profile", PROFILES)
-        choice("backbone", BACKBONES)
-        choice("loss", LOSSES)
-        choice("distance_metric", DISTANCE_METRICS)
-        choice("threshold_method", THRESHOLD_METHODS)
-        choice("protocol", TRAINING_PROTOCOLS)
-        choice("lr_schedule", ("cosine", "constant"))
-        choice("optimizer", ("adam", "adamw", "sgd"))
-        choice("warmup_head", WARMUP_HEADS)
-        positive("classes_per_batch", 2)
-        positive("images_per_class", 2)
-        positive("image_size", 32)
-        positive("embedding_dim", 2)
-        positive("epochs", 1)
-        positive("width", 4)
-        if self.stem_stride not in (1, 2):
-            raise ValueError(f"config.stem_stride={self.stem_stride!r}: must be 1 or 2")
-        for name in ("max_classes", "max_images_per_class", "steps_per_epoch", "warmup_epochs",
-                     "freeze_backbone_epochs", "early_stopping_patience", "max_filters"):
-            positive(name, 0)
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"config.learning_rate={self.learning_rate!r}: must be in (0, 1)")
-        if not 0 <= self.finetune_learning_rate < 1:
-            raise ValueError(f"config.finetune_learning_rate={self.finetune_learning_rate!r}: "
-                             "must be in [0, 1) (0 = learning_rate)")
-        if self.margin < 0:
-            raise ValueError(f"config.margin={self.margin!r}: must be >= 0")
-        if not 0 <= self.warmup_margin < 1:
-            raise ValueError(f"config.warmup_margin={self.warmup_margin!r}: must be in [0, 1) "
-                             "(a cosine margin)")
-        if self.warmup_margin and self.warmup_head != "cosface":
-            raise ValueError(f"config.warmup_margin={self.warmup_margin!r} needs "
-                             "config.warmup_head='cosface' (the normface head has no margin)")
-        if self.triplet_softmax_weight < 0:
-            raise ValueError(f"config.triplet_softmax_weight={self.triplet_softmax_weight!r}: "
-                             "must be >= 0 (0 = the triplet loss alone)")
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise ValueError(f"config.{name}={value!r}: must be in (0, 1)")
+        """Raise ConfigError naming the offending field: type, finiteness, range, then the rules
+        that tie fields together (split counts included)."""
+        for spec in fields(self):
+            _check_type(spec, getattr(self, spec.name))
+        for spec in fields(self):
+            _check_range(spec.name, getattr(self, spec.name))
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("config.val_fraction + config.test_fraction must be < 1")
-        if not 0 < self.target_far < 1:
-            raise ValueError(f"config.target_far={self.target_far!r}: must be in (0, 1)")
+            raise ConfigError(f"config.val_fraction + config.test_fraction = "
+                              f"{self.val_fraction + self.test_fraction:g}: must be < 1 (the rest "
+                              "of each class's images are the training part)")
+        if self.warmup_margin and self.warmup_head != "cosface":
+            raise ConfigError(f"config.warmup_margin={self.warmup_margin!r} needs "
+                              "config.warmup_head='cosface' (the normface head has no margin)")
+        if self.logical_devices and self.strategy != "mirrored":
+            raise ConfigError(f"config.logical_devices={self.logical_devices} needs "
+                              f"config.strategy='mirrored' (got {self.strategy!r})")
+        self._check_split_counts()
+
+    def _check_split_counts(self) -> None:
+        """What the counts alone tell about the split (the dataset's own count of classes and
+        images is checked where splits are made): every validation and test part must have a
+        positive pair (2 images of a class) and a negative pair (2 classes). (Whether a batch's P
+        classes exist among the training classes is the batch sampler's check: an evaluation-only
+        config need not satisfy it.)"""
+        n, classes = self.max_images_per_class, self.max_classes
+        fractions = f"val_fraction={self.val_fraction:g}, test_fraction={self.test_fraction:g}"
+        if n:
+            val, test = part_sizes(n, self.val_fraction, self.test_fraction)
+            if min(val, test) < 2:
+                raise ConfigError(
+                    f"config.max_images_per_class={n} with {fractions} gives each class {val} "
+                    f"validation and {test} test image(s) in the seen split; a part needs 2 images "
+                    "of a class for a positive pair: raise max_images_per_class or the fractions")
+        if not classes:
+            return
+        if classes < 5:
+            raise ConfigError(f"config.max_classes={classes}: must be 0 (all) or >= 5 (the "
+                              "class-disjoint split trains on 1 or more classes and holds out 2 "
+                              "validation and 2 test classes: a part needs 2 for negative pairs)")
+        train, val, test = unseen_class_counts(classes, self.unseen_train_classes,
+                                               self.val_fraction, self.test_fraction)
+        if min(val, test) < 2:
+            raise ConfigError(
+                f"config.max_classes={classes} with unseen_train_classes="
+                f"{self.unseen_train_classes} ({train} used) and {fractions} leaves the unseen "
+                f"split {val} validation and {test} test class(es); a part needs 2 classes for a "
+                f"negative pair: set unseen_train_classes <= {classes - 4} or raise max_classes")
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
     def from_profile(cls, profile: str = "cpu", **overrides: Any) -> "Config":
         """The named profile with `overrides` applied on top."""
-        if profile not in PROFILES:
-            raise ValueError(f"profile={profile!r}: must be one of {', '.join(PROFILES)}")
+        if not isinstance(profile, str) or profile not in PROFILES:
+            raise ConfigError(f"config.profile={profile!r}: must be one of {', '.join(PROFILES)}")
+        _check_names(overrides)
         values = dict(_PROFILE_VALUES[profile])
         values.update(overrides)
         values["profile"] = profile
-        return cls.from_dict(values)
+        return cls(**values)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Config":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown config parameter(s): {', '.join(unknown)}")
-        coerced = {name: _coerce(known[name], value) for name, value in values.items()}
-        return cls(**coerced)
+    def layered(cls, value: "Config | Mapping[str, Any] | str | None" = None, *,
+                default_profile: str = "cpu") -> "Config":
+        """A Config from what a user hands over, laid over its profile's values.
+
+        - a Config: itself;
+        - None or "": the `default_profile`;
+        - a profile name ("smoke"; papermill `-p config smoke`): that profile;
+        - a mapping (papermill `-y '{config: {profile: smoke, max_classes: 6}}'`, a partial
+          `--config` JSON) or a string holding a JSON object: its "profile" key (else
+          `default_profile`) picks the base profile, every other key overrides that field.
+        """
+        if isinstance(value, Config):
+            return value
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return cls.from_profile(default_profile)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = _parse_json_object(text, "config")
+            elif text in PROFILES:
+                return cls.from_profile(text)
+            else:
+                raise ConfigError(f"config={value!r}: must be a profile name ({', '.join(PROFILES)}) "
+                                  "or a mapping of config fields")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config: expected a profile name or a mapping of config fields, got "
+                              f"{type(value).__name__}")
+        values = dict(value)
+        _check_names(values)
+        profile = values.pop("profile", default_profile)
+        return cls.from_profile(profile, **values)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Config":
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        """`layered` for a mapping: its values over the profile it names (default `cpu`)."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config: expected a mapping of config fields, got {type(values).__name__}")
+        return cls.layered(values)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, default_profile: str = "cpu") -> "Config":
+        """A config JSON file, laid over the profile it names (else `default_profile`); a full
+        config.json reads back as saved. Only a regular file of at most CONFIG_FILE_LIMIT bytes
+        is read; errors name it."""
         path = Path(path)
+        values = _parse_json_object(_read_config_text(path), f"config file {path}")
+        for key in METADATA_KEYS:
+            values.pop(key, None)
         try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"config file {path} is not valid JSON: {err}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"config file {path} must hold a JSON object")
-        try:
-            return cls.from_dict(values)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            return cls.layered(values, default_profile=default_profile)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,6 +287,7 @@ class Config:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def replace(self, **changes: Any) -> "Config":
+        _check_names(changes)
         return dataclasses.replace(self, **changes)
 
     def training_key(self) -> dict[str, Any]:
@@ -236,25 +298,190 @@ class Config:
         return {k: v for k, v in self.to_dict().items() if k not in evaluation_only}
 
 
-def _coerce(spec: dataclasses.Field, value: Any) -> Any:
-    """JSON and papermill hand over ints for floats and the like; keep the declared types."""
-    kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+# --- types and ranges ------------------------------------------------------------------------------
+
+_CHOICES: dict[str, tuple] = {
+    "profile": PROFILES, "protocol": TRAINING_PROTOCOLS, "flip": FLIP_MODES, "backbone": BACKBONES,
+    "stem_stride": (1, 2), "loss": LOSSES, "distance_metric": DISTANCE_METRICS,
+    "warmup_head": WARMUP_HEADS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
+    "strategy": STRATEGIES, "threshold_method": THRESHOLD_METHODS,
+}
+# Free text: paths, checked where they are opened ("" = the documented default).
+_FREE_TEXT = ("data", "cache_dir", "weights")
+_INF = math.inf
+# field: (low, high, low_open, high_open). Ints and floats alike; every number field has one.
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "seed": (0, 2**32 - 1, False, False),  # NumPy's seed range
+    "max_classes": (0, _INF, False, True),
+    "max_images_per_class": (0, _INF, False, True),
+    "unseen_train_classes": (1, _INF, False, True),
+    "val_fraction": (0, 1, True, True),
+    "test_fraction": (0, 1, True, True),
+    "classes_per_batch": (2, _INF, False, True),
+    "images_per_class": (2, _INF, False, True),  # semi-hard mining needs a positive per anchor
+    "zoom": (0, 1, False, True),  # scale in [1 - zoom, 1 + zoom]: must stay positive
+    "rotation": (0, 0.5, False, False),  # half a turn either way already covers every angle
+    "translation": (0, 1, False, True),  # a fraction of the side
+    "brightness": (0, 1, False, True),  # a fraction of 255
+    "contrast": (0, 1, False, True),  # factor in [1 - contrast, 1 + contrast]: must stay positive
+    "image_size": (32, 1024, False, False),
+    "width": (4, 4096, False, False),
+    "max_filters": (0, _INF, False, True),
+    "embedding_dim": (2, 65536, False, False),
+    "freeze_backbone_epochs": (0, _INF, False, True),
+    "dropout": (0, 1, False, True),
+    "margin": (0, _INF, False, True),
+    "warmup_epochs": (0, _INF, False, True),
+    "warmup_margin": (0, 1, False, True),  # a cosine margin
+    "triplet_softmax_weight": (0, _INF, False, True),
+    "learning_rate": (0, 1, True, True),
+    "finetune_learning_rate": (0, 1, False, True),  # 0 = learning_rate
+    "weight_decay": (0, 1, False, True),
+    "epochs": (1, _INF, False, True),
+    "steps_per_epoch": (0, _INF, False, True),  # 0 = one pass over the training images
+    "early_stopping_patience": (0, _INF, False, True),  # 0 = never stop early
+    "logical_devices": (0, 64, False, False),
+    "max_positive_pairs": (1, _INF, False, True),
+    "target_far": (0, 1, True, True),
+    "bootstrap_samples": (0, _INF, False, True),  # 0 = no confidence interval
+    "retrieval_top_k": (1, _INF, False, True),
+    "eval_batch_size": (1, _INF, False, True),
+}
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _kind(spec: dataclasses.Field) -> str:
+    return spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+
+
+def _check_type(spec: dataclasses.Field, value: Any) -> None:
+    """Exact types: a bool is not an int, a string is not a bool; floats must be finite."""
+    kind = _kind(spec)
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, float),
+          "bool": isinstance(value, bool),
+          "str": isinstance(value, str)}[kind]
+    if not ok:
+        raise ConfigError(f"config.{spec.name}={value!r}: expected {_TYPE_NAMES[kind]}, got "
+                          f"{type(value).__name__}")
+    if kind == "float" and not math.isfinite(value):
+        raise ConfigError(f"config.{spec.name}={value!r}: must be a finite number")
+
+
+def _check_range(name: str, value: Any) -> None:
+    if name in _CHOICES:
+        allowed = _CHOICES[name]
+        if value not in allowed:
+            shown = ", ".join(repr(a) if a == "" else str(a) for a in allowed)
+            raise ConfigError(f"config.{name}={value!r}: must be one of {shown}")
+    elif name in _RANGES:
+        low, high, low_open, high_open = _RANGES[name]
+        if (value < low or (low_open and value == low) or value > high
+                or (high_open and value == high)):
+            raise ConfigError(f"config.{name}={value!r}: must be {_describe_range(low, high, low_open, high_open)}")
+
+
+def _describe_range(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if high == _INF:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _check_names(values: Mapping) -> None:
+    known = {spec.name for spec in fields(Config)}
+    unknown = [str(name) for name in values if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown config parameter(s): {', '.join(sorted(unknown))}")
+
+
+# --- split arithmetic: the counts a split gets (the data package makes the split itself) ----------
+
+def part_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(val, test) image counts of one class of `count` images in the seen split: the rounded
+    fractions, at least one each when count >= 3, always leaving at least one for training."""
+    val, test = round(val_fraction * count), round(test_fraction * count)
+    if count >= 3:
+        val, test = max(val, 1), max(test, 1)
+    while val + test >= count and (val or test):
+        if val >= test:
+            val -= 1
+        else:
+            test -= 1
+    return val, test
+
+
+def unseen_train_class_count(classes: int, unseen_train_classes: int) -> int:
+    """Training classes of the class-disjoint split of `classes` classes: `unseen_train_classes`,
+    or 3/4 of the classes when that leaves fewer than 2 held out (a subset, synthetic data)."""
+    if unseen_train_classes <= classes - 2:
+        return unseen_train_classes
+    return max(1, min(classes - 2, round(classes * 0.75)))
+
+
+def unseen_class_counts(classes: int, unseen_train_classes: int, val_fraction: float,
+                        test_fraction: float) -> tuple[int, int, int]:
+    """(train, val, test) class counts of the class-disjoint split: the held-out classes shared
+    val:test in the ratio of the fractions, at least 1 val class (2 when 4 or more are held out)
+    and at least 1 test class."""
+    train = unseen_train_class_count(classes, unseen_train_classes)
+    held_out = classes - train
+    minimum = 2 if held_out >= 4 else 1
+    val_share = val_fraction / (val_fraction + test_fraction)
+    val = min(max(round(val_share * held_out), minimum), held_out - 1)
+    return train, val, held_out - val
+
+
+# --- config files ----------------------------------------------------------------------------------
+
+def _read_config_text(path: Path) -> str:
+    """The text of a regular file of at most CONFIG_FILE_LIMIT bytes. Opened without blocking
+    (a FIFO would otherwise hang the open), then checked to be a regular file before any read."""
     try:
-        if kind == "float":
-            return float(value)
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if kind == "str":
-            return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"config.{spec.name}={value!r}: expected {kind}") from None
-    return value
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a JSON file") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"config file {path} is a directory, not a JSON file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"config file {path} is not a regular file")
+        raw = b""
+        while len(raw) <= CONFIG_FILE_LIMIT:
+            chunk = os.read(fd, CONFIG_FILE_LIMIT + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
+    finally:
+        os.close(fd)
+    if len(raw) > CONFIG_FILE_LIMIT:
+        raise ConfigError(f"config file {path} is larger than {CONFIG_FILE_LIMIT} bytes; not a config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {err}") from None
+
+
+def _parse_json_object(text: str, what: str) -> dict[str, Any]:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ConfigError(f"{what} names {key!r} twice")
+            seen[key] = value
+        return seen
+
+    try:
+        values = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{what} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply to be a config") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} must hold a JSON object of config fields")
+    return values
 
 
 def resolve_data_path(data: str | os.PathLike | None = None) -> Path:
@@ -271,7 +498,8 @@ def resolve_data_path(data: str | os.PathLike | None = None) -> Path:
 
 
 # Profiles. `smoke`: synthetic data and a tiny network, seconds. `cpu`: the real train set on
-# 2 cores within 45 minutes (see benchmarks/README.md for how it was chosen). `gpu`: full scale.
+# 2 cores within 45 minutes (see benchmarks/README.md for how it was chosen). `gpu`: full scale,
+# offline (no downloaded weights).
 _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     "smoke": dict(
         max_classes=12, max_images_per_class=24, unseen_train_classes=8, classes_per_batch=6,
@@ -290,11 +518,17 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
         warmup_epochs=12, epochs=5, steps_per_epoch=650, early_stopping_patience=3,
         test_time_flip=True, learning_rate=3e-3, finetune_learning_rate=1e-3,
     ),
+    # gpu: starts offline (no ImageNet weights to download): the cpu profile's recipe widened and
+    # run at full resolution: a stride-1 stem on 64x64, width 64 capped at 512 filters, 64 x 4
+    # images a batch per replica, 20 + 20 epochs, float16 compute, mirrored over the local GPUs.
     "gpu": dict(
-        backbone="efficientnetb0", weights="imagenet", image_size=224, classes_per_batch=64,
-        images_per_class=4, embedding_dim=256, epochs=30, freeze_backbone_epochs=3,
-        mixed_precision=True, learning_rate=3e-4, early_stopping_patience=5, test_time_flip=True,
+        backbone="compact", weights="", image_size=64, stem_stride=1, width=64, max_filters=512,
+        embedding_dim=1024, classes_per_batch=64, images_per_class=4, warmup_epochs=20, epochs=20,
+        learning_rate=3e-3, finetune_learning_rate=1e-3, early_stopping_patience=5,
+        mixed_precision=True, test_time_flip=True, strategy="mirrored",
     ),
 }
 
-__all__ = ["Config", "PROFILES", "resolve_data_path"]
+__all__ = ["Config", "ConfigError", "PROFILES", "STRATEGIES", "FLIP_MODES", "OPTIMIZERS",
+           "LR_SCHEDULES", "METADATA_KEYS", "resolve_data_path", "part_sizes",
+           "unseen_class_counts", "unseen_train_class_count"]
