@@ -40,7 +40,11 @@ class DecodeResult:
 
 def decode_with_pil(data: bytes) -> tuple[np.ndarray, bool, bool]:
     """Fallback decoder for files TensorFlow refuses (CMYK JPEGs, other formats); raises if broken."""
-    with Image.open(io.BytesIO(data)) as image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:  # PIL's own, far larger limit, checked on open
+        raise ValueError(f"more pixels than the {MAX_DECODE_PIXELS:,} allowed ({err})") from None
+    with image:
         width, height = image.size
         if width * height > MAX_DECODE_PIXELS:  # known from the header, before any pixel is decoded
             raise ValueError(f"{width} x {height} pixels, more than the {MAX_DECODE_PIXELS:,} allowed")

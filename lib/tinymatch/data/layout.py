@@ -302,8 +302,8 @@ def not_found_message(path: Path) -> str:
             f"unpacked {LAYOUT_DIR}/ folder")
 
 
-def _is_file(path: Path) -> bool:
-    """A regular file (symlinks followed); a FIFO or device given as the dataset is an error."""
+def _is_file(path: Path, refusal: str = "not a regular file; only files are read") -> bool:
+    """A regular file (symlinks followed); a FIFO, device or socket there is an error."""
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -311,7 +311,7 @@ def _is_file(path: Path) -> bool:
     if stat.S_ISREG(mode):
         return True
     if not stat.S_ISDIR(mode):
-        raise DataError(f"{shown(path)}: {_kind(mode)}, not a dataset (the zip or a folder)")
+        raise DataError(f"{shown(path)}: {_kind(mode)}, {refusal}")
     return False
 
 
@@ -324,7 +324,7 @@ def open_layout(data: str | os.PathLike) -> Layout:
         if err.errno == errno.ELOOP:
             raise DataError(f"{shown(path)}: symbolic link loop") from None
         raise FileNotFoundError(not_found_message(path)) from None
-    if _is_file(path):
+    if _is_file(path, "not a dataset (the zip or a folder)"):
         return ZipLayout(path)
     for candidate in (path, path / LAYOUT_DIR):
         if _is_file(candidate / "wnids.txt"):
