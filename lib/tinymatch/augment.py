@@ -26,7 +26,7 @@ import math
 import keras
 from keras import ops
 
-FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "")
+from tinymatch.config import FLIP_MODES  # the shared vocabulary: "" = no flip
 
 
 @keras.saving.register_keras_serializable(package="tinymatch")
