@@ -225,6 +225,7 @@ def test_tune_calls_run_study_with_its_options(monkeypatch, tmp_path, capsys):
     def run_study(study_name, config, *, study_dir, trials, trial_minutes, progress):
         calls.append(dict(study_name=study_name, config=config, study_dir=study_dir, trials=trials,
                           trial_minutes=trial_minutes, progress=progress))
+        return {"best_value": 0.75, "study_name": study_name}
 
     fake = types.ModuleType("tinymatch.tune")
     fake.run_study = run_study
@@ -237,7 +238,8 @@ def test_tune_calls_run_study_with_its_options(monkeypatch, tmp_path, capsys):
     assert call["study_name"] == "lr-search" and call["config"] == Config.from_profile("smoke")
     assert str(call["study_dir"]) == "runs/studies/lr-search"
     assert (call["trials"], call["trial_minutes"], call["progress"]) == (3, 0.5, True)
-    assert "runs/studies/lr-search" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "runs/studies/lr-search" in out and '"best_value": 0.75' in out
 
     assert main(["tune", "--study", "s", "--profile", "smoke", "--out", str(tmp_path / "elsewhere"), "-q"]) == 0
     assert str(calls[-1]["study_dir"]) == str(tmp_path / "elsewhere") and calls[-1]["trials"] == 20

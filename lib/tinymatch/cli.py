@@ -228,8 +228,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print("tinymatch tune: error: needs Optuna: pip install 'tinymatch[tune]'", file=sys.stderr)
         return 2
 
-    tune.run_study(args.study, config, study_dir=study_dir, trials=args.trials,
-                   trial_minutes=args.trial_minutes, progress=not args.quiet)
+    summary = tune.run_study(args.study, config, study_dir=study_dir, trials=args.trials,
+                             trial_minutes=args.trial_minutes, progress=not args.quiet)
+    if summary:  # counts, best value and params, the best trial's run directory and config
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     print(f"study directory: {study_dir}")
     return 0
 
