@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tinymatch.config import IMAGE_SIZE
 from tinymatch.io_utils import atomic_path
 
-LAYOUT_DIR = "tiny-imagenet-200"
-IMAGE_SIZE = 64
+LAYOUT_DIR = "tiny-imagenet-200"  # the official layout's top folder (in the zip and unpacked)
 # A fixed timestamp keeps the zip byte-identical for the same arguments.
 _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _COLOUR_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue",
