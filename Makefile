@@ -12,8 +12,10 @@ DATA ?= $(or $(TINYMATCH_DATA),$(wildcard ../shared/data/tiny-imagenet-200-train
 
 # Extra finished run directories for the report's loss comparison table (e.g. a batch-hard run).
 COMPARE ?=
+# Extra flags for `tinymatch report` (`make reference` passes --publish).
+REPORT_FLAGS ?=
 
-.PHONY: setup system-packages test report reference data lab bench clean-venv
+.PHONY: setup system-packages test report reference data lab notebooks bench clean-venv
 
 setup: system-packages $(BIN)/tinymatch
 
@@ -42,24 +44,31 @@ data: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || $(TM) download --data "$(DATA)"
 	$(TM) data --data "$(DATA)"
 
+# Everything the report writes stays in $(RUN_DIR): executed notebooks, figs/, report.html, report.pdf.
 report: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || [ "$(PROFILE)" = smoke ] || $(TM) download --data "$(DATA)"
 	$(TM) report --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),,--data "$(DATA)") --out $(RUN_DIR) \
-	  $(foreach run,$(COMPARE),--compare $(run))
+	  $(foreach run,$(COMPARE),--compare $(run)) $(REPORT_FLAGS)
 
 # The committed reference: train, store the weights at float16 precision (each model file under
-# 5 MB) before anything is evaluated, render the report from exactly those weights, and keep the
+# 5 MB) before anything is evaluated, render the report from exactly those weights, publish it
+# (reports/report.html, reports/report.pdf, figs/: the only target that writes them) and keep the
 # run's config, metrics and both models in reports/reference/.
 reference: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || $(TM) download --data "$(DATA)"
 	$(TM) train --profile $(PROFILE) --data "$(DATA)" --out $(RUN_DIR)
 	@if [ -e $(RUN_DIR)/metrics.json ]; then echo "$(RUN_DIR) already evaluated: weights kept as they are"; \
 	  else $(TM) half-precision $(RUN_DIR); fi
-	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)"
+	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)" REPORT_FLAGS=--publish
 	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/model.keras $(RUN_DIR)/siamese.keras reports/reference/
 
+# JupyterLab refuses to start as root unless told; the README's setup runs as root.
 lab: $(BIN)/tinymatch
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# Each notebook and its jupytext .py twin (notebooks/jupytext.toml): regenerate whichever is older.
+notebooks: $(BIN)/tinymatch
+	$(BIN)/jupytext --sync notebooks/*.ipynb
 
 bench: $(BIN)/tinymatch
 	$(BIN)/python benchmarks/bench_loss.py --out benchmarks/results/loss.json

@@ -23,28 +23,25 @@
 # from `history.csv` and records the model's size for the report.
 
 # %% tags=["parameters"]
-config = {}  # the run's Config.to_dict(); empty: the smoke profile on synthetic data
-run_dir = ""  # run directory; empty: runs/<profile>
-figs_dir = "figs"  # where the figures (PNG) go
-compare_run_dirs = []  # runs for the loss comparison table of the report (the first is this run)
-progress = False  # progress bars inside the notebook
+config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (default cpu), or a profile name
+run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
+figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
+compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+progress: bool = False  # progress bars inside the notebook
 
 # %%
-from pathlib import Path
-
 from IPython.display import Markdown
 
 from tinymatch import plots, report
 
-cfg, run_path = report.setup(config, run_dir)  # {} and "": the smoke profile
-figs = Path(figs_dir)
+cfg, run_path, figs = report.setup(config, run_dir, figs_dir)
 print(report.train_or_reuse(cfg, run_path, progress=progress))
 
 # %% [markdown]
 # ## Training curves
 
 # %%
-history = report.read_history(run_path)
+history = report.training_history(run_path)
 fig = plots.training_curves(history)
 plots.save_fig(fig, figs / "training_curves.png")
 fig

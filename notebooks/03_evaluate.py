@@ -24,21 +24,18 @@
 # baselines (`tinymatch.evaluate.evaluate_run` writes `metrics.json`, `evaluation/`, `pairs/`).
 
 # %% tags=["parameters"]
-config = {}  # the run's Config.to_dict(); empty: the smoke profile on synthetic data
-run_dir = ""  # run directory; empty: runs/<profile>
-figs_dir = "figs"  # where the figures (PNG) go
-compare_run_dirs = []  # runs for the loss comparison table of the report (the first is this run)
-progress = False  # progress bars inside the notebook
+config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (default cpu), or a profile name
+run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
+figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
+compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+progress: bool = False  # progress bars inside the notebook
 
 # %%
-from pathlib import Path
-
 from IPython.display import Markdown
 
 from tinymatch import evaluate, plots, report
 
-cfg, run_path = report.setup(config, run_dir)  # {} and "": the smoke profile
-figs = Path(figs_dir)
+cfg, run_path, figs = report.setup(config, run_dir, figs_dir)
 dataset, splits = report.load_data(cfg, run_path, progress=progress)
 metrics = evaluate.evaluate_run(run_path, dataset, splits, cfg, progress=progress)
 Markdown(report.verification_table(metrics))

@@ -19,25 +19,24 @@
 # # 04 · Embeddings: Embedding Projector export and a 2-D map
 #
 # Embeds a class-balanced sample of test images and exports it for TensorBoard's Embedding
-# Projector (`tensorboard --logdir RUN_DIR/projector`, PROJECTOR tab) and for
-# projector.tensorflow.org (load `tensors.tsv` and `metadata.tsv`), then draws a 2-D map.
+# Projector and for projector.tensorflow.org (load `tensors.tsv` and `metadata.tsv`), then draws
+# a 2-D map. The export goes to RUN_DIR/tensorboard/projector, inside the training's TensorBoard
+# log directory: `tensorboard --logdir RUN_DIR/tensorboard` shows the curves and, in the
+# PROJECTOR tab, these embeddings.
 
 # %% tags=["parameters"]
-config = {}  # the run's Config.to_dict(); empty: the smoke profile on synthetic data
-run_dir = ""  # run directory; empty: runs/<profile>
-figs_dir = "figs"  # where the figures (PNG) go
-compare_run_dirs = []  # runs for the loss comparison table of the report (the first is this run)
-progress = False  # progress bars inside the notebook
+config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (default cpu), or a profile name
+run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
+figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
+compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+progress: bool = False  # progress bars inside the notebook
 
 # %%
-from pathlib import Path
-
 from IPython.display import Markdown
 
-from tinymatch import plots, projector, report
+from tinymatch import plots, report
 
-cfg, run_path = report.setup(config, run_dir)  # {} and "": the smoke profile
-figs = Path(figs_dir)
+cfg, run_path, figs = report.setup(config, run_dir, figs_dir)
 dataset, splits = report.load_data(cfg, run_path, progress=progress)
 embeddings, indices = report.projection_sample(run_path, dataset, splits, cfg, progress=progress)
 print(f"{len(indices):,} test images, {embeddings.shape[1]}-d embeddings")
@@ -46,9 +45,7 @@ print(f"{len(indices):,} test images, {embeddings.shape[1]}-d embeddings")
 # ## Embedding Projector export
 
 # %%
-export = projector.export_projector(embeddings, dataset.labels[indices], dataset.class_names,
-                                    dataset.images[indices], run_path / "projector",
-                                    tensor_name=f"{cfg.loss}_embedding")
+export = report.export_projection(run_path, dataset, indices, embeddings, cfg)
 Markdown(report.projector_table(export))
 
 # %% [markdown]

@@ -16,20 +16,20 @@
 # ---
 
 # %% tags=["parameters"]
-config = {}  # the run's Config.to_dict(); empty: the smoke profile on synthetic data
-run_dir = ""  # run directory; empty: runs/<profile>
-figs_dir = "figs"  # where the figures (PNG) go
-compare_run_dirs = []  # runs for the loss comparison table of the report (the first is this run)
-progress = False  # progress bars inside the notebook
+config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (default cpu), or a profile name
+run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
+figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
+compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+progress: bool = False  # progress bars inside the notebook
 
 # %%
 from IPython.display import Markdown
 
 from tinymatch import report
 
-cfg, run_path = report.setup(config, run_dir)  # {} and "": the smoke profile
+cfg, run_path, figs_path = report.setup(config, run_dir, figs_dir)
 run = report.read_run(run_path)
-figs = report.Figures(figs_dir)
+figs = report.Figures(figs_path)
 n = report.key_numbers(run)
 Markdown(report.title_block(run))
 

@@ -104,13 +104,13 @@ def test_save_fig_rejects_other_formats(tmp_path):
 
 
 def test_training_curves_puts_the_warmup_cross_entropy_on_its_own_axis(tmp_path):
-    from tinymatch.report import read_history
+    from tinymatch.report import training_history
 
     (tmp_path / "history.csv").write_text(
         "epoch,phase,loss,accuracy,active_fraction,mean_positive_distance,mean_negative_distance,val_auc,lr,seconds\n"
         "1,warmup,4.7,0.05,1,0.8,0.9,0.65,0.001,10\n"
         "2,triplet,0.48,nan,0.9,1.1,1.3,0.70,0.0005,10\n")
-    history = read_history(tmp_path)
+    history = training_history(tmp_path)
     assert list(history["phase"]) == ["warmup", "triplet"]  # text column stays text
     assert np.isnan(history["accuracy"][1])
     fig = plots.training_curves(history)

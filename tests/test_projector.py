@@ -105,3 +105,29 @@ def test_subsample_is_class_balanced():
     assert len(chosen) == 15 and np.all(np.diff(chosen) > 0)
     assert np.bincount(labels[chosen]).tolist() == [5, 5, 5]
     assert len(projector.subsample_for_projector(labels, 0)) == 100
+
+
+def test_one_tensorboard_on_the_run_shows_the_projector_export(tmp_path):
+    """The export inside RUN_DIR/tensorboard is a TensorBoard run of its own, so the projector
+    plugin of `tensorboard --logdir RUN_DIR/tensorboard` finds it beside the training scalars."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+
+    from tinymatch.rundir import RunDir
+
+    paths = RunDir(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    projector.export_projector(rng.normal(size=(6, 3)), np.arange(6) % 2, ["a", "b"], None, paths.projector)
+    logdir = str(paths.tensorboard)
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    provider = MultiplexerDataProvider(multiplexer, logdir)
+    assert [run.run_name for run in provider.list_runs(context.RequestContext(), experiment_id="")] == ["projector"]
+    plugin = ProjectorPlugin(base_plugin.TBContext(logdir=logdir, data_provider=provider))
+    plugin._update_configs()
+    [info] = plugin._configs["projector"].embeddings
+    assert info.tensor_name == "embedding" and list(info.tensor_shape) == [6, 3]

@@ -1,18 +1,24 @@
-"""The report pipeline: Markdown helpers, offline HTML, and the smoke profile rendered end to end."""
+"""The report pipeline: Markdown helpers, offline HTML, and the smoke profile rendered end to end,
+writing only into its run directory."""
 
 import base64
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 
 from tinymatch import report
+from tinymatch.cli import build_parser
 from tinymatch.config import Config
+from tinymatch.rundir import RunDir
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO / "notebooks"
 FIGURE_STEMS = [stem for stem, _ in report.FIGURES]
 CHROMIUM = next((shutil.which(name) for name in report.CHROMIUM_NAMES if shutil.which(name)), None)
 
@@ -25,7 +31,11 @@ def test_notebook_has_parameters_cell_no_outputs_and_a_py_twin(name):
 
     notebook = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
-    assert len(tagged) == 1 and "config = {}" in tagged[0].source and "run_dir" in tagged[0].source
+    assert len(tagged) == 1
+    # typed, so `papermill --help-notebook` shows the types
+    for typed in ("config: dict = ", 'run_dir: str = ""', 'figs_dir: str = ""', "compare_run_dirs: list = ",
+                  "progress: bool = "):
+        assert typed in tagged[0].source, typed
     assert all(not cell.get("outputs") and not cell.get("execution_count")
                for cell in notebook.cells if cell.cell_type == "code"), "commit notebooks without outputs"
     twin = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
@@ -148,22 +158,112 @@ def test_a_triplet_phase_with_the_softmax_kept_on_is_named(tmp_path):
         {"config": config.replace(triplet_softmax_weight=0.0)})
 
 
+# --- setup, publish, the CLI ------------------------------------------------------------------------
+
+def test_setup_takes_a_profile_name_or_a_partial_config_over_its_profile(tmp_path):
+    cfg, run_path, figs = report.setup("smoke", tmp_path / "run")  # papermill -p config smoke
+    assert cfg == Config.from_profile("smoke") and run_path == tmp_path / "run"
+    assert figs == RunDir(run_path).figs and run_path.is_dir()
+    # papermill -y '{config: {profile: smoke, max_classes: 10, ...}}': the other fields stay the smoke profile's
+    cfg, _, _ = report.setup({"profile": "smoke", "max_classes": 10, "unseen_train_classes": 6}, tmp_path / "run")
+    assert cfg.max_classes == 10 and cfg.width == Config.from_profile("smoke").width
+    cfg, _, figs = report.setup({"profile": "smoke"}, tmp_path / "run", tmp_path / "elsewhere")
+    assert figs == tmp_path / "elsewhere"
+    with pytest.raises(ValueError, match="no_such_field"):
+        report.setup({"profile": "smoke", "no_such_field": 1}, tmp_path / "run")
+
+
+def test_the_default_run_directory_is_ignored_by_git_wherever_a_notebook_runs():
+    if _git_status() is None:
+        pytest.skip("not a git checkout")
+    run_dir = report.default_run_dir(Config.from_profile("smoke"))
+    assert run_dir.parts[0] == "runs"
+    for where in (Path("."), Path("notebooks")):  # JupyterLab and papermill run from either
+        probe = (where / run_dir / "figs" / "roc.png").as_posix()
+        checked = subprocess.run(["git", "check-ignore", "-q", probe], cwd=REPO)
+        assert checked.returncode == 0, f"{probe} is not ignored by git"
+
+
+def _rendered_run(run_dir, figures=("roc", "samples"), pdf=True):
+    paths = RunDir(run_dir)
+    paths.figs.mkdir(parents=True)
+    for stem in figures:
+        _png(paths.figs / f"{stem}.png")
+    paths.report_html.write_text("<html>report</html>")
+    if pdf:
+        paths.report_pdf.write_bytes(b"%PDF-1.4")
+    return paths
+
+
+def test_publish_copies_the_report_and_figures_and_nothing_else(tmp_path):
+    paths = _rendered_run(tmp_path / "run")
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "kept.png").write_bytes(b"old figure")
+    published = report.publish(paths.path, tmp_path / "reports", tmp_path / "figs")
+    assert published["html"].read_text() == "<html>report</html>"
+    assert published["pdf"].read_bytes() == b"%PDF-1.4"
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["kept.png", "roc.png", "samples.png"]
+    assert (tmp_path / "figs" / "roc.png").read_bytes() == (paths.figs / "roc.png").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["report.html", "report.pdf"]
+
+
+def test_publish_refuses_a_run_without_a_rendered_report(tmp_path):
+    with pytest.raises(FileNotFoundError, match="report.html"):
+        report.publish(tmp_path / "empty", tmp_path / "reports", tmp_path / "figs")
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "figs").exists()
+
+
+def test_cli_report_publishes_only_when_asked():
+    args = build_parser().parse_args(["report", "--profile", "smoke", "--compare", "runs/a", "--compare", "runs/b"])
+    assert args.compare == ["runs/a", "runs/b"] and args.profile == "smoke" and not args.publish
+    args = build_parser().parse_args(["report", "--publish", "--reports-dir", "out", "--figs-dir", "pngs"])
+    assert args.publish and args.reports_dir == "out" and args.figs_dir == "pngs"
+
+
 # --- the smoke profile, end to end ----------------------------------------------------------------
+
+# Paths other people may be editing while the suite runs; the report never writes there.
+_SOURCES = ("lib/", "tests/", "benchmarks/", ".ci/", "README.md", "LICENSE", "pyproject.toml", "Makefile",
+            ".gitignore", "environment.yml")
+
+
+def _git_status():
+    """`git status --porcelain` entries outside the sources (None outside a git checkout)."""
+    result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return {line for line in result.stdout.splitlines() if not line[3:].startswith(_SOURCES)}
+
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke-report")
     config = Config.from_profile("smoke")
+    before = _git_status()
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("TINYMATCH_DATA", raising=False)  # the smoke profile must make its synthetic data
-        outputs = report.run_report(config, run_dir=root / "run", reports_dir=root / "reports",
-                                    figs_dir=root / "figs", pdf=CHROMIUM is not None, progress=False)
-    return config, outputs
+        outputs = report.run_report(config, run_dir=root / "run", pdf=CHROMIUM is not None, progress=False)
+    return config, outputs, before, _git_status()
+
+
+@pytest.mark.slow
+def test_smoke_report_writes_only_into_its_run_directory(smoke_report):
+    _, outputs, before, after = smoke_report
+    paths = RunDir(outputs["run_dir"])
+    assert outputs["html"] == paths.report_html and paths.report_html.is_file()
+    if CHROMIUM is not None:
+        assert outputs["pdf"] == paths.report_pdf and paths.report_pdf.is_file()
+    assert outputs["figs"] == paths.figs and outputs["notebooks"] == paths.notebooks
+    assert sorted(p.stem for p in paths.figs.glob("*.png")) == sorted(FIGURE_STEMS)
+    assert sorted(p.stem for p in paths.notebooks.glob("*.ipynb")) == sorted(report.NOTEBOOKS)
+    assert (paths.projector / "projector_config.pbtxt").is_file()
+    assert before is None or after == before, f"the report changed the repository: {sorted(after ^ before)}"
 
 
 @pytest.mark.slow
 def test_smoke_report_runs_every_notebook_without_errors(smoke_report):
-    _, outputs = smoke_report
+    _, outputs, _, _ = smoke_report
     for name in report.NOTEBOOKS:
         notebook = nbformat.read(outputs["notebooks"] / f"{name}.ipynb", as_version=4)
         for cell in notebook.cells:
@@ -173,14 +273,14 @@ def test_smoke_report_runs_every_notebook_without_errors(smoke_report):
                 assert "Traceback" not in text, f"{name}: {text[-500:]}"
     for stem in FIGURE_STEMS:
         assert (outputs["figs"] / f"{stem}.png").stat().st_size < 1_500_000
-    for name in ("config.json", "metrics.json", "history.csv", "data_facts.json", "model_facts.json",
-                 "projector/projector_config.pbtxt"):
-        assert (outputs["run_dir"] / name).is_file(), name
+    paths = RunDir(outputs["run_dir"])
+    for path in (paths.config, paths.metrics, paths.history, paths.data_facts, paths.model_facts):
+        assert path.is_file(), path
 
 
 @pytest.mark.slow
 def test_smoke_report_html_is_self_contained(smoke_report):
-    _, outputs = smoke_report
+    _, outputs, _, _ = smoke_report
     page = outputs["html"].read_text()
     tags = re.findall(r"<(?:script|link|img)\b[^>]*>", page)
     assert not [tag for tag in tags if re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", tag)]
@@ -195,6 +295,8 @@ def test_smoke_report_html_is_self_contained(smoke_report):
     for placeholder in ("????", "TODO", "TBD", "XXX", "nan%", " nan ", "Error"):
         assert placeholder not in visible
     assert "def " not in visible and "import " not in visible, "code cells must be hidden"
+    # one TensorBoard for scalars and projector: the export is inside the run's log directory
+    assert "tensorboard --logdir run/tensorboard" in visible and "run/projector" not in visible
 
 
 def _visible_text(page):
@@ -208,7 +310,7 @@ def test_smoke_report_pdf(smoke_report):
         pytest.skip("chromium is not installed (apt-get install chromium): the PDF is not rendered")
     from pypdf import PdfReader
 
-    _, outputs = smoke_report
+    _, outputs, _, _ = smoke_report
     reader = PdfReader(outputs["pdf"])
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert len(reader.pages) >= 2
@@ -218,20 +320,33 @@ def test_smoke_report_pdf(smoke_report):
 
 @pytest.mark.slow
 def test_a_finished_training_run_is_reused(smoke_report):
-    config, outputs = smoke_report
-    config = report.prepare_data(config, outputs["run_dir"])
+    config, outputs, _, _ = smoke_report
     assert "reused" in report.train_or_reuse(config, outputs["run_dir"])
 
 
 @pytest.mark.slow
-def test_smoke_profile_without_data_uses_synthetic_data_in_the_run_dir(smoke_report):
-    _, outputs = smoke_report
-    saved = Config.load(outputs["run_dir"] / "config.json")
-    assert Path(saved.data) == (outputs["run_dir"] / report.SYNTHETIC_DATA_DIR / "tiny-imagenet-200").resolve()
+def test_smoke_profile_without_data_uses_synthetic_data_outside_the_run_dir(smoke_report):
+    _, outputs, _, _ = smoke_report
+    paths = RunDir(outputs["run_dir"])
+    assert Config.load(paths.config).data == ""
+    assert json.loads(paths.data_facts.read_text())["synthetic"] is True
+    assert not list(paths.path.rglob("wnids.txt")), "synthetic data was written into the run directory"
+    assert "synthetic stand-in" in outputs["html"].read_text()
 
 
-def test_cli_report_accepts_runs_to_compare():
-    from tinymatch.cli import build_parser
-
-    args = build_parser().parse_args(["report", "--profile", "smoke", "--compare", "runs/a", "--compare", "runs/b"])
-    assert args.compare == ["runs/a", "runs/b"] and args.profile == "smoke"
+@pytest.mark.slow
+def test_a_notebook_run_from_notebooks_writes_only_into_its_run_dir(tmp_path):
+    """papermill run from notebooks/ (as JupyterLab would), a partial config layered over smoke."""
+    before = _git_status()
+    run_dir = tmp_path / "run"
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / "01_data.ipynb"), str(tmp_path / "01_data.ipynb"),
+                               parameters={"config": {"profile": "smoke", "max_classes": 10,
+                                                      "unseen_train_classes": 6},
+                                           "run_dir": str(run_dir)},
+                               cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False)
+    facts = json.loads(RunDir(run_dir).data_facts.read_text())
+    assert facts["num_classes"] == 10 and facts["synthetic"] is True
+    assert sorted(p.stem for p in RunDir(run_dir).figs.glob("*.png")) == ["augmentation", "class_distribution",
+                                                                          "samples"]
+    after = _git_status()
+    assert before is None or after == before, f"the notebook changed the repository: {sorted(after ^ before)}"

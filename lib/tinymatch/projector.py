@@ -9,10 +9,15 @@ projector/
   tensors.tsv              # one embedding per line, tab separated (also for projector.tensorflow.org)
   metadata.tsv             # header "class_id<TAB>class_name", one line per embedding
   sprite.png               # 32 px thumbnails in row-major order, one per embedding
+  events.out.tfevents.*    # an empty event file: it makes the folder a TensorBoard run
 ```
 
-View it with `tensorboard --logdir RUN_DIR/projector` (PROJECTOR tab), or upload `tensors.tsv` and
-`metadata.tsv` with "Load" on https://projector.tensorflow.org.
+A run writes it to `RUN_DIR/tensorboard/projector/` (`rundir.RunDir.projector`), inside the
+training's TensorBoard log directory: TensorBoard's projector plugin only looks in folders it knows
+as runs (folders with an event file) and in the log directory itself, so the empty event file lets
+one `tensorboard --logdir RUN_DIR/tensorboard` show the training scalars and, in the PROJECTOR tab,
+this export. Or upload `tensors.tsv` and `metadata.tsv` with "Load" on
+https://projector.tensorflow.org.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tinymatch.io_utils import atomic_path
 
@@ -63,7 +69,14 @@ def export_projector(embeddings, labels, class_names, images, out_dir, *, tensor
             sprite_shape = (thumbnail_size, thumbnail_size)
         (tmp / CONFIG_FILENAME).write_text(
             projector_config_text(tensor_name, embeddings.shape, sprite_shape))
+        write_run_marker(tmp)
     return out_dir
+
+
+def write_run_marker(folder) -> None:
+    """An event file holding only its version record (the writer's first event): TensorBoard
+    then lists `folder` as a run, and its projector plugin reads the `projector_config.pbtxt` in it."""
+    EventFileWriter(str(folder)).close()
 
 
 def tensors_tsv(embeddings: np.ndarray) -> str:
@@ -165,4 +178,4 @@ def _tsv_safe(text: str) -> str:
 
 __all__ = ["export_projector", "subsample_for_projector", "tensors_tsv", "metadata_tsv", "sprite_png",
            "projector_config_text", "CONFIG_FILENAME", "TENSORS_FILENAME", "METADATA_FILENAME",
-           "SPRITE_FILENAME", "MAX_POINTS"]
+           "SPRITE_FILENAME", "MAX_POINTS", "write_run_marker"]

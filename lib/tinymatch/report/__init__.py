@@ -1,0 +1,59 @@
+"""The report: a papermill pipeline over parameterised notebooks, rendered to HTML and PDF.
+
+One job per module:
+
+| module | job |
+|---|---|
+| `pipeline` | `run_report` (papermill runs notebooks 01..04 + report.ipynb into the run directory), `publish` |
+| `notebook` | `setup` and the other small helpers the notebooks call (data, training, facts, projector) |
+| `inputs` | run directory -> the inputs of `tinymatch.plots` (ROC, confusion, histograms, retrieval, history) |
+| `tables` | numbered figures, number formatting, the Markdown tables |
+| `text` | the report's prose around the numbers, one function per section |
+| `render` | executed notebook -> self-contained HTML (MathML, no CDN) -> PDF (headless Chromium) |
+
+The names below are the package's public API (what the notebooks, the CLI and the tests use).
+"""
+
+from tinymatch.report.inputs import (MODEL_LABELS, confusion_inputs, evaluation_arrays, histogram_inputs,
+                                     history_arrays, operating_point, protocols_in, retrieval_inputs,
+                                     roc_inputs, run_history, training_history)
+from tinymatch.report.notebook import (augmentation_layer, data_facts, default_run_dir, export_projection,
+                                       labelled_indices, load_data, model_facts, prepare_data,
+                                       projection_sample, save_data_facts, setup, train_or_reuse)
+from tinymatch.report.pipeline import (NOTEBOOKS, default_notebooks_dir, execute_notebook, notebook_parameters,
+                                       publish, run_report)
+from tinymatch.report.render import (CHROMIUM_ENV_VAR, CHROMIUM_NAMES, ChromiumNotFoundError, ReportError,
+                                     external_resources, find_chromium, latex_to_mathml, markdown_to_html,
+                                     render_html, render_pdf)
+from tinymatch.report.tables import (FIGURES, LOSS_NAMES, PROTOCOL_NAMES, Figures, config_table,
+                                     confusion_table, figure_markdown, fmt, history_summary, layer_table,
+                                     loss_comparison_table, markdown_table, percent, projector_table,
+                                     retrieval_table, split_table, verification_table)
+from tinymatch.report.text import (architecture_markdown, augmentation_markdown, config_markdown,
+                                   confusion_markdown, dataset_markdown, introduction_summary, key_numbers,
+                                   loss_comparison_markdown, loss_markdown, mining_markdown,
+                                   optimisation_markdown, projector_markdown, retrieval_markdown,
+                                   split_markdown, title_block, training_markdown, verification_markdown)
+from tinymatch.rundir import read_run
+
+__all__ = [
+    # pipeline and rendering
+    "run_report", "publish", "NOTEBOOKS", "default_notebooks_dir", "notebook_parameters", "execute_notebook",
+    "render_html", "render_pdf", "markdown_to_html", "latex_to_mathml", "external_resources", "find_chromium",
+    "ReportError", "ChromiumNotFoundError", "CHROMIUM_ENV_VAR", "CHROMIUM_NAMES",
+    # notebook helpers
+    "setup", "default_run_dir", "prepare_data", "load_data", "data_facts",
+    "save_data_facts", "labelled_indices", "augmentation_layer", "train_or_reuse", "model_facts",
+    "projection_sample", "export_projection", "read_run",
+    # plot inputs
+    "MODEL_LABELS", "protocols_in", "evaluation_arrays", "roc_inputs", "operating_point", "confusion_inputs",
+    "histogram_inputs", "retrieval_inputs", "history_arrays", "run_history", "training_history",
+    # tables and text
+    "FIGURES", "Figures", "figure_markdown", "markdown_table", "fmt", "percent", "PROTOCOL_NAMES", "LOSS_NAMES",
+    "verification_table", "retrieval_table", "confusion_table", "loss_comparison_table", "config_table",
+    "split_table", "layer_table", "projector_table", "history_summary",
+    "key_numbers", "title_block", "introduction_summary", "architecture_markdown", "loss_markdown",
+    "mining_markdown", "dataset_markdown", "split_markdown", "augmentation_markdown", "optimisation_markdown",
+    "training_markdown", "verification_markdown", "confusion_markdown", "retrieval_markdown",
+    "loss_comparison_markdown", "projector_markdown", "config_markdown",
+]

@@ -1,0 +1,194 @@
+"""Rendering the executed report notebook: self-contained HTML (nbconvert) and PDF (headless Chromium).
+
+The HTML hides code, embeds figures as data URIs and turns LaTeX into MathML, so a browser shows it
+without fetching anything (no MathJax, no require.js from a CDN); `external_resources` checks that.
+Chromium prints that HTML to PDF, offline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import nbformat
+from jinja2 import DictLoader, pass_context
+from latex2mathml.converter import convert as latex2mathml_convert
+from nbconvert import HTMLExporter
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+from tinymatch.io_utils import atomic_path, atomic_write_text
+
+CHROMIUM_ENV_VAR = "TINYMATCH_CHROMIUM"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class ReportError(RuntimeError):
+    """A notebook of the pipeline failed, or the rendered report is not what it must be."""
+
+
+class ChromiumNotFoundError(FileNotFoundError):
+    """Raised when the PDF is asked for but no Chromium/Chrome executable can be found."""
+
+
+REPORT_CSS = """
+body { max-width: 60rem; margin: 0 auto; }
+.jp-Notebook { padding: 0 1.5rem; }
+.jp-InputPrompt, .jp-OutputPrompt { display: none !important; }
+.jp-RenderedHTMLCommon table { margin: 0.6em 0 1em 0; font-size: 0.85rem; }
+figure.tinymatch-figure { margin: 1em 0 1.4em 0; text-align: center; break-inside: avoid; page-break-inside: avoid; }
+figure.tinymatch-figure img { max-width: 100%; height: auto; }
+figure.tinymatch-figure figcaption { font-size: 0.85rem; text-align: left; color: #333; margin-top: 0.3em; }
+math[display="block"] { margin: 0.8em 0; }
+.jp-RenderedHTMLCommon h1, .jp-RenderedHTMLCommon h2, .jp-RenderedHTMLCommon h3 {
+  break-after: avoid; page-break-after: avoid; }
+math { font-size: 1.08em; }
+@page { size: A4; margin: 14mm 12mm; }
+@media print { body { max-width: none; } .anchor-link { display: none; } }
+"""
+
+# The lab template without anything fetched from the network: no require.js, no MathJax, no
+# Mermaid, no widget manager (the report has none of them: formulas are MathML, see below).
+_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}<style type="text/css">""" + REPORT_CSS + """</style>{%- endblock extra_css -%}
+"""
+
+
+def render_html(notebook, html_path, *, title: str = "tinymatch report") -> Path:
+    """Executed notebook -> self-contained HTML with code hidden and LaTeX as MathML."""
+    notebook, html_path = Path(notebook), Path(html_path)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"executed report notebook not found: {notebook}")
+    nb = nbformat.read(notebook, as_version=4)
+    check_notebook_outputs(nb, notebook)
+    nb.metadata["title"] = title
+    for cell in nb.cells:  # warnings printed by libraries are not part of the report
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
+    external = external_resources(body)
+    if external:
+        raise ReportError(f"{html_path}: the report would load external resources: {', '.join(external[:5])}")
+    return atomic_write_text(html_path, body)
+
+
+class OfflineHTMLExporter(HTMLExporter):
+    """HTMLExporter whose Markdown renders $...$ and $$...$$ to MathML (no MathJax needed)."""
+
+    def default_filters(self):
+        for name, function in super().default_filters():
+            yield (name, self.markdown2html_mathml if name == "markdown2html" else function)
+
+    @pass_context
+    def markdown2html_mathml(self, context, source):
+        return markdown_to_html(source)
+
+
+def _exporter() -> OfflineHTMLExporter:
+    return OfflineHTMLExporter(template_name="lab", template_file="tinymatch_report.html.j2",
+                               extra_loaders=[DictLoader({"tinymatch_report.html.j2": _TEMPLATE})],
+                               exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                               exclude_anchor_links=True, embed_images=True)
+
+
+class MathMLRenderer(IPythonRenderer):
+    """nbconvert's Markdown renderer with every formula as MathML."""
+
+    def block_math(self, body: str) -> str:
+        return latex_to_mathml(body, display=True)
+
+    def inline_math(self, body: str) -> str:
+        return latex_to_mathml(body, display=False)
+
+    def latex_environment(self, name: str, body: str) -> str:
+        return latex_to_mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
+
+
+def markdown_to_html(source: str) -> str:
+    """Markdown (with $inline$ and $$display$$ LaTeX) -> HTML with MathML formulas."""
+    renderer = MathMLRenderer(escape=False, exclude_anchor_links=True)
+    return MarkdownWithMath(renderer=renderer).render(source)
+
+
+def latex_to_mathml(latex: str, *, display: bool = False) -> str:
+    """LaTeX -> MathML, which browsers (and Chromium's PDF printer) render without any script."""
+    return latex2mathml_convert(latex.strip(), display="block" if display else "inline")
+
+
+_EXTERNAL = re.compile(r"<(script|link|img|iframe|source|video|audio|embed|object)\b[^>]*?"
+                       r"\b(src|href|data)\s*=\s*[\"']?\s*((?:https?:)?//[^\"'\s>]+)", re.I)
+_CSS_URL = re.compile(r"url\(\s*[\"']?\s*((?:https?:)?//[^\"')\s]+)", re.I)
+_CSS_IMPORT = re.compile(r"@import\s+[\"']((?:https?:)?//[^\"']+)", re.I)
+
+
+def external_resources(page: str) -> list[str]:
+    """URLs a browser would fetch to show `page` (scripts, styles, images, CSS url()/@import).
+
+    Plain hyperlinks (`<a href>`) are not resources and are allowed.
+    """
+    found = [match.group(3) for match in _EXTERNAL.finditer(page)]
+    found += _CSS_URL.findall(page) + _CSS_IMPORT.findall(page)
+    return sorted(set(found))
+
+
+def check_notebook_outputs(nb, path) -> None:
+    """Refuse to render a report with error outputs in it."""
+    for number, cell in enumerate(nb.cells, start=1):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                raise ReportError(f"{path}: cell {number} has an error output: "
+                                  f"{output.get('ename')}: {output.get('evalue')}")
+
+
+def find_chromium() -> str:
+    """Path of a Chromium/Chrome executable: $TINYMATCH_CHROMIUM, else the usual names on PATH."""
+    explicit = os.environ.get(CHROMIUM_ENV_VAR)
+    if explicit:
+        if shutil.which(explicit):
+            return shutil.which(explicit)
+        raise ChromiumNotFoundError(f"${CHROMIUM_ENV_VAR}={explicit!r} is not an executable")
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ChromiumNotFoundError(
+        "the PDF needs headless Chromium, but none of " + ", ".join(CHROMIUM_NAMES) + " is on PATH: "
+        "install it (Debian/Ubuntu: apt-get install chromium) or set $TINYMATCH_CHROMIUM, "
+        "or render HTML only with `tinymatch report --no-pdf`")
+
+
+def render_pdf(html_path, pdf_path, *, timeout: float = 180) -> Path:
+    """Print `html_path` to `pdf_path` with headless Chromium (offline; atomic write)."""
+    html_path, pdf_path = Path(html_path).resolve(), Path(pdf_path)
+    if not html_path.is_file():
+        raise FileNotFoundError(f"report HTML not found: {html_path}")
+    chromium = find_chromium()
+    with tempfile.TemporaryDirectory(prefix="tinymatch-chromium-") as profile, atomic_path(pdf_path) as tmp:
+        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars",
+                   f"--user-data-dir={profile}", f"--print-to-pdf={tmp.resolve()}", "--no-pdf-header-footer",
+                   html_path.as_uri()]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise ReportError(f"Chromium did not print {pdf_path} within {timeout:.0f} s") from None
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            tail = "\n".join((result.stderr or "").strip().splitlines()[-5:])
+            raise ReportError(f"Chromium ({chromium}) failed to print {pdf_path} "
+                              f"(exit status {result.returncode}): {tail}")
+    return pdf_path
+
+
+__all__ = ["render_html", "render_pdf", "markdown_to_html", "latex_to_mathml", "external_resources",
+           "check_notebook_outputs", "find_chromium", "ReportError", "ChromiumNotFoundError",
+           "CHROMIUM_ENV_VAR", "CHROMIUM_NAMES", "REPORT_CSS"]
