@@ -295,6 +295,30 @@ def test_leftover_of_a_killed_decode_is_removed_at_the_next_build(tmp_path):
     assert not dataset.from_cache
 
 
+KILLED_DECODE = """
+import os, signal, sys
+from tinymatch.data import cache
+cache._write_cache_metadata = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # after images.npy
+cache.load_dataset(sys.argv[1], sys.argv[2], progress=False)
+"""
+
+
+def test_a_decode_killed_for_real_leaves_a_temporary_that_the_next_build_removes(tmp_path):
+    import subprocess
+    import sys
+
+    source = small_dir(tmp_path)
+    cache = tmp_path / "cache"
+    killed = subprocess.run([sys.executable, "-c", KILLED_DECODE, str(source), str(cache)],
+                            capture_output=True, timeout=100)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    leftovers = [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and (leftovers[0] / "images.npy").is_file()
+    dataset = load(source, tmp_path)
+    assert not dataset.from_cache and not leftovers[0].exists()
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", dataset.cache_path.name]
+
+
 def test_a_second_cold_decode_waits_for_the_first_and_reuses_its_cache(tmp_path, monkeypatch):
     source = small_dir(tmp_path)
     calls = []

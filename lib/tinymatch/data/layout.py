@@ -150,7 +150,7 @@ class DirLayout(Layout):
                 raise DataError(f"{shown(folder)}: cannot list the folder ({err.strerror})") from None
             for entry in entries:
                 where = shown(entry.path)
-                if where != entry.path:
+                if shown(entry.name) != entry.name:  # (the folder above may be named anyhow)
                     raise DataError(f"{where}: file name is not valid UTF-8; rename it")
                 try:
                     info = entry.stat()  # follows symlinks
