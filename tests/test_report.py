@@ -220,6 +220,23 @@ def test_cli_report_publishes_only_when_asked():
     assert args.publish and args.reports_dir == "out" and args.figs_dir == "pngs"
 
 
+def test_cli_report_writes_the_run_dir_and_publishes_with_publish(tmp_path, monkeypatch, capsys):
+    from tinymatch import cli
+
+    def fake_run_report(config, run_dir=None, pdf=True, progress=True, **_):
+        paths = _rendered_run(run_dir, pdf=pdf)
+        return {"run_dir": paths.path, "html": paths.report_html}
+
+    monkeypatch.setattr(report, "run_report", fake_run_report)
+    reports, figs = tmp_path / "reports", tmp_path / "figs"
+    common = ["report", "--profile", "smoke", "--no-pdf", "--reports-dir", str(reports), "--figs-dir", str(figs)]
+    assert cli.main(common + ["--out", str(tmp_path / "run")]) == 0
+    assert not reports.exists() and not figs.exists()  # nothing published unless asked
+    assert cli.main(common + ["--out", str(tmp_path / "run2"), "--publish"]) == 0
+    assert (reports / "report.html").is_file() and sorted(p.name for p in figs.iterdir()) == ["roc.png", "samples.png"]
+    assert f"published html: {reports / 'report.html'}" in capsys.readouterr().out
+
+
 # --- the smoke profile, end to end ----------------------------------------------------------------
 
 # Paths other people may be editing while the suite runs; the report never writes there.

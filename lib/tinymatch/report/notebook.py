@@ -4,9 +4,9 @@
 rest load the run's data, train or reuse, and save the facts the report quotes
 (`data_facts.json`, `model_facts.json`) and the projector export, all inside the run directory.
 
-`tinymatch.train`, `tinymatch.model` and `tinymatch.augment` are imported inside the functions that
-need them: they import TensorFlow (7.8 s on the 2-core machine), which the report notebook and
-`tinymatch report`'s own process never need.
+`tinymatch.train`, `tinymatch.model`, `tinymatch.embed` and `tinymatch.augment` are imported inside
+the functions that need them: they import TensorFlow (7.8 s on an idle 2-core machine, 24 s on a
+busy one), which the report notebook and `tinymatch report`'s own process never need.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tinymatch import data, evaluate, projector
+from tinymatch import data, projector
 from tinymatch.config import SPLIT_EVALUATIONS, Config
 from tinymatch.io_utils import write_json
 from tinymatch.rundir import RunDir
@@ -159,12 +159,14 @@ def _describe_layer(layer, prefix: str = "") -> dict[str, Any]:
 def projection_sample(run_dir, dataset, splits, config: Config, *, split: str = "seen",
                       max_points: int = 2000, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, dataset indices) of at most `max_points` test images, balanced over classes."""
+    from tinymatch.embed import embeddings_for
+
     paths = RunDir(run_dir)
     indices = splits.indices(split, "test")
     indices = indices[projector.subsample_for_projector(np.asarray(dataset.labels)[indices], max_points,
                                                         seed=config.seed)]
-    embeddings = evaluate.embeddings_for(paths.model, dataset, indices, cache_dir=paths.embeddings,
-                                         batch_size=config.eval_batch_size, progress=progress)
+    embeddings = embeddings_for(paths.model, dataset, indices, cache_dir=paths.embeddings,
+                                batch_size=config.eval_batch_size, progress=progress)
     return np.asarray(embeddings), indices
 
 
