@@ -14,11 +14,9 @@ import threading
 import time
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tinymatch import data, rundir
 from tinymatch.cli import main
@@ -368,7 +366,8 @@ def test_synthetic_data_lives_in_the_cache_keyed_by_its_parameters(tmp_path, mon
     assert path.is_relative_to(tmp_path / "cache" / data.SYNTHETIC_DATA_DIR) and data.is_synthetic(path)
     assert (path / "wnids.txt").is_file() and not (tmp_path / "data").exists()
     assert data.synthetic_data_path(smoke) == path  # reused, not written again
-    smaller = data.synthetic_data_path(smoke.replace(max_classes=7, max_images_per_class=10, unseen_train_classes=3))
+    smaller_config = smoke.replace(max_classes=7, max_images_per_class=10, unseen_train_classes=3)
+    smaller = data.synthetic_data_path(smaller_config)
     assert smaller != path and len((smaller / "wnids.txt").read_text().split()) == 7
     assert data.synthetic_data_path(smoke.replace(seed=2)) != path
     cpu_synthetic = Config.from_profile("cpu", data="synthetic")
@@ -413,7 +412,8 @@ class CuttingServer:
                         self.end_headers()
                         return
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(owner.payload) - 1}/{len(owner.payload)}")
+                    size = len(owner.payload)
+                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
                 else:
                     self.send_response(200)
                 body = owner.payload[start:]
