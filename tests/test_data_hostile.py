@@ -515,3 +515,12 @@ def test_download_of_something_that_is_not_a_zip_without_checksum_is_rejected(cu
         data.download(tmp_path / "t.zip", url=cutting_server.url, md5=None, progress=False)
     assert not (tmp_path / "t.zip").exists()
     assert (tmp_path / "t.zip.rejected").read_bytes() == cutting_server.payload
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("which", ["dest", "part"])
+def test_download_destination_that_is_not_a_file_is_refused(tmp_path, which):
+    dest = tmp_path / "t.zip"
+    os.mkfifo(dest if which == "dest" else tmp_path / "t.zip.part")
+    with pytest.raises(DataError, match="exists and is not a file"):
+        data.download(dest, url="http://127.0.0.1:9/t.zip", md5=None, progress=False)

@@ -169,6 +169,8 @@ def download(dest: str | os.PathLike, *, url: str = OFFICIAL_URL, md5: str | Non
         raise DataError(f"{dest}: exists and is not a file; choose another destination")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if part.exists() and not part.is_file():  # a FIFO there would block the write
+        raise DataError(f"{part}: exists and is not a file; move it away and run again")
     _transfer(url, part, timeout=timeout, progress=progress, label=dest.name)
     if md5 is not None:
         actual = _md5(part)
