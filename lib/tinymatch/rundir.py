@@ -339,6 +339,9 @@ class StudyDir:
     def __init__(self, path: str | os.PathLike) -> None:
         object.__setattr__(self, "path", Path(path))
 
+    def __fspath__(self) -> str:  # a StudyDir is accepted wherever a path is
+        return str(self.path)
+
     @property
     def storage(self) -> Path: return self.path / "study.db"
     @property

@@ -1,0 +1,271 @@
+"""tinymatch.tune: a study of tiny trials on synthetic data runs, prunes, resumes after a kill."""
+
+import json
+
+import keras
+import matplotlib.figure
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tinymatch import rundir
+from tinymatch.config import Config
+from tinymatch.search_space import (CATEGORICAL, FLOAT, NOT_YET_SEARCHABLE, Dimension, search_space,
+                                    search_space_rows, suggest, trial_config)
+from tinymatch.train import train
+from tinymatch.tune import (REQUEUED_FROM, StudyMismatchError, _TrialWatcher, load_study, run_study,
+                            study_figures, study_summary, trial_rows)
+
+# Two dimensions keep the trials tiny and the TPE start-up random (seeded).
+TINY_SPACE = (Dimension("learning_rate", FLOAT, 1e-3, 1e-2, log=True),
+              Dimension("margin", FLOAT, 0.05, 0.5))
+
+
+def tiny_config(synthetic_dir, **overrides):
+    values = dict(data=str(synthetic_dir), epochs=2, warmup_epochs=0, steps_per_epoch=1,
+                  early_stopping_patience=0, max_positive_pairs=50)
+    values.update(overrides)
+    return Config.from_profile("smoke", **values)
+
+
+def tiny_study(name, config, study_dir, trials, dataset, **options):
+    options.setdefault("trial_minutes", 0)
+    return run_study(name, config, study_dir=study_dir, trials=trials, progress=False,
+                     space=TINY_SPACE, dataset=dataset, **options)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _KillAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt(f"killed after epoch {epoch + 1}")
+
+
+# --- a study of three trials, run as 2 then resumed to 3 --------------------------------------------
+
+@pytest.fixture(scope="module")
+def resumed_study(tmp_path_factory, synthetic_dir, synthetic_dataset):
+    study_dir = tmp_path_factory.mktemp("study")
+    config = tiny_config(synthetic_dir)
+    first = tiny_study("tiny", config, study_dir, 2, synthetic_dataset)
+    mtimes = {p: p.stat().st_mtime_ns for p in study_dir.glob("trials/*/history.csv")}
+    second = tiny_study("tiny", config, study_dir, 3, synthetic_dataset)
+    return study_dir, first, second, mtimes
+
+
+def test_study_writes_storage_trial_runs_and_best_config(resumed_study):
+    study_dir, _, summary, _ = resumed_study
+    assert (study_dir / "study.db").is_file()
+    assert summary["storage"] == f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    assert summary["trials_complete"] == 3 and summary["trials_pruned"] == summary["trials_failed"] == 0
+    for number in range(3):
+        run_dir = study_dir / "trials" / f"{number:04d}"
+        for name in ("config.json", "history.csv", "model.keras", "training.json", "trial.json"):
+            assert (run_dir / name).is_file(), (number, name)
+        record = json.loads((run_dir / "trial.json").read_text())
+        assert record["state"] == "COMPLETE" and record["number"] == number
+        assert len(rundir.read_history(run_dir)) == 2
+    best = Config.load(study_dir / "best_config.json")
+    assert best.learning_rate == pytest.approx(summary["best_params"]["learning_rate"])
+    assert best.margin == pytest.approx(summary["best_params"]["margin"])
+    assert summary["best_run_dir"] == str(study_dir / "trials" / f"{summary['best_trial']:04d}")
+
+
+def test_objective_is_the_trials_best_val_auc(resumed_study):
+    study_dir, _, summary, _ = resumed_study
+    for row in trial_rows(study_dir):
+        training = json.loads((study_dir / "trials" / f"{row['number']:04d}" / "training.json").read_text())
+        assert row["value"] == pytest.approx(training["best_val_auc"])
+    assert summary["best_value"] == max(row["value"] for row in trial_rows(study_dir))
+
+
+def test_resume_runs_only_the_missing_trial(resumed_study):
+    study_dir, first, second, mtimes = resumed_study
+    assert first["trials_complete"] == 2 and second["trials_complete"] == 3
+    assert len(mtimes) == 2
+    for path, mtime in mtimes.items():  # the first two trials were not trained again
+        assert path.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in (study_dir / "trials").iterdir()) == ["0000", "0001", "0002"]
+
+
+def test_study_figures_and_tables(resumed_study):
+    study_dir, _, _, _ = resumed_study
+    figures = study_figures(study_dir)
+    for name in ("optimization_history", "intermediate_values", "param_importances",
+                 "parallel_coordinate", "slice"):
+        assert isinstance(figures[name], matplotlib.figure.Figure), name
+    rows = trial_rows(study_dir)
+    assert [r["number"] for r in rows] == [0, 1, 2]
+    assert all(r["state"] == "COMPLETE" and r["epochs_run"] == 2 and not r["budget_cut"] for r in rows)
+
+
+def test_resume_with_another_setup_is_refused(resumed_study, synthetic_dir, synthetic_dataset):
+    study_dir, _, _, _ = resumed_study
+    with pytest.raises(StudyMismatchError, match="margin"):
+        tiny_study("tiny", tiny_config(synthetic_dir, margin=0.3), study_dir, 3, synthetic_dataset)
+    with pytest.raises(StudyMismatchError, match="trial_minutes"):
+        tiny_study("tiny", tiny_config(synthetic_dir), study_dir, 3, synthetic_dataset, trial_minutes=5)
+    with pytest.raises(StudyMismatchError, match="holds study 'tiny'"):
+        tiny_study("other", tiny_config(synthetic_dir), study_dir, 3, synthetic_dataset)
+
+
+# --- pruning, budget, interrupted trials ----------------------------------------------------------
+
+def test_trial_below_the_threshold_is_pruned_after_its_first_epoch(tmp_path, synthetic_dir,
+                                                                   synthetic_dataset):
+    # No AUC can reach 1.1: the pruner stops the trial after the first reported epoch.
+    summary = tiny_study("pruned", tiny_config(synthetic_dir), tmp_path, 1, synthetic_dataset,
+                         pruner=optuna.pruners.ThresholdPruner(lower=1.1))
+    assert summary["trials_pruned"] == 1 and summary["trials_complete"] == 0
+    assert summary["best_trial"] is None and not (tmp_path / "best_config.json").exists()
+    run_dir = tmp_path / "trials" / "0000"
+    record = json.loads((run_dir / "trial.json").read_text())
+    assert record["state"] == "PRUNED" and record["pruned_at_epoch"] == 1
+    assert len(rundir.read_history(run_dir)) == 1  # the second epoch never ran
+
+
+class _FakeTrial:
+    number = 0
+
+    def __init__(self, prune_after=None):
+        self.reported, self.prune_after = {}, prune_after
+
+    def report(self, value, step):
+        self.reported[step] = value
+
+    def should_prune(self):
+        return self.prune_after is not None and len(self.reported) >= self.prune_after
+
+
+class _FakeModel:
+    stop_training = False
+
+
+def _watched(watcher):
+    watcher.set_model(_FakeModel())
+    return watcher
+
+
+def test_watcher_stops_when_the_time_budget_is_spent():
+    within = _watched(_TrialWatcher(_FakeTrial(), budget_seconds=3600))
+    within.on_train_batch_end(0)
+    assert not within.model.stop_training and not within.budget_cut
+    spent = _watched(_TrialWatcher(_FakeTrial(), budget_seconds=0))
+    spent.on_train_batch_end(0)
+    assert spent.model.stop_training and spent.budget_cut
+    unlimited = _watched(_TrialWatcher(_FakeTrial(), budget_seconds=float("inf")))
+    unlimited.on_train_batch_end(0)
+    assert not unlimited.model.stop_training
+
+
+def test_watcher_reports_each_epoch_and_stops_when_pruned():
+    trial = _FakeTrial(prune_after=2)
+    watcher = _watched(_TrialWatcher(trial, budget_seconds=float("inf")))
+    watcher.on_epoch_end(0, dict(val_auc=0.6))
+    assert trial.reported == {0: 0.6} and not watcher.model.stop_training
+    watcher.on_epoch_end(1, dict(val_auc=0.7))
+    assert watcher.model.stop_training and watcher.pruned_at == 2
+
+
+def test_queued_trial_resumes_the_interrupted_training(tmp_path, synthetic_dir, synthetic_dataset):
+    base = tiny_config(synthetic_dir)
+    study_dir = rundir.StudyDir(tmp_path)
+    study = optuna.create_study(study_name="resume", storage=study_dir.storage_url,
+                                direction="maximize")
+    interrupted = study.ask()
+    params = suggest(interrupted, TINY_SPACE)
+    with pytest.raises(_Interrupt):
+        train(trial_config(base, params), study_dir.trial_dir(0), dataset=synthetic_dataset,
+              progress=False, callbacks=[_KillAfterEpoch(1)])
+    first_epoch = rundir.read_history(study_dir.trial_dir(0))
+    assert len(first_epoch) == 1
+
+    # The process died inside trial 0: it is still RUNNING in the storage.
+    summary = tiny_study("resume", base, tmp_path, 1, synthetic_dataset)
+    assert summary["trials_complete"] == 1 and summary["best_trial"] == 1
+    assert summary["trials_failed"] == 1 and summary["trials_running"] == 0
+    stale, resumed = load_study(tmp_path).get_trials()
+    assert stale.state == TrialState.FAIL
+    assert resumed.user_attrs[REQUEUED_FROM] == 0 and resumed.params == interrupted.params
+    adopted = study_dir.trial_dir(1)
+    assert not study_dir.trial_dir(0).exists()
+    history = rundir.read_history(adopted)
+    assert len(history) == 2 and _numbers(history[0]) == _numbers(first_epoch[0])  # not trained again
+    assert resumed.intermediate_values.keys() == {0, 1}  # the pruner saw both epochs
+
+
+def test_bad_arguments_are_refused_with_one_line(tmp_path, synthetic_dir):
+    with pytest.raises(ValueError, match="trials"):
+        run_study("s", tiny_config(synthetic_dir), study_dir=tmp_path, trials=0, trial_minutes=1)
+    with pytest.raises(ValueError, match="trial_minutes"):
+        run_study("s", tiny_config(synthetic_dir), study_dir=tmp_path, trials=1, trial_minutes=-1)
+    with pytest.raises(FileNotFoundError, match="no study here"):
+        study_summary(tmp_path / "nothing")
+
+
+def _numbers(row):
+    return {k: v for k, v in row.items() if v == v}  # NaN (no accuracy in a triplet epoch) != NaN
+
+
+# --- the search space (no training) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_every_point_of_the_default_space_is_a_valid_config(profile):
+    base = Config.from_profile(profile)
+    classes = 8 if profile == "smoke" else 150
+    space = search_space(base, train_classes=classes)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        config = trial_config(base, suggest(trial, space))
+        study.tell(trial, 0.5)
+        assert config.warmup_epochs + config.epochs == base.warmup_epochs + base.epochs
+        assert config.epochs >= 1
+        assert config.classes_per_batch * config.images_per_class == \
+            base.classes_per_batch * base.images_per_class
+        assert 2 <= config.classes_per_batch <= classes
+        if config.warmup_head == "normface":
+            assert config.warmup_margin == 0
+
+
+def test_space_follows_the_base_config():
+    names = [d.name for d in search_space(Config.from_profile("cpu"), train_classes=150)]
+    for name in ("learning_rate", "finetune_lr_ratio", "lr_schedule", "warmup_share", "margin",
+                 "warmup_head", "warmup_margin", "weight_decay", "embedding_dim", "width",
+                 "images_per_class", "image_size"):
+        assert name in names
+    resnet = [d.name for d in search_space(Config.from_profile("cpu", backbone="resnet50"))]
+    assert "width" not in resnet and "stem_stride" not in resnet  # compact-backbone knobs only
+    one_epoch = Config.from_profile("smoke", epochs=1, warmup_epochs=0)
+    assert "warmup_share" not in [d.name for d in search_space(one_epoch)]
+    (k,) = [d for d in search_space(Config.from_profile("smoke"), train_classes=8)
+            if d.name == "images_per_class"]
+    assert k.choices == (4, 8)  # batch 24: K=2 would need 12 classes per batch, only 8 train
+
+
+def test_trial_config_maps_relative_params():
+    base = Config.from_profile("cpu")  # 12 warm-up + 5 triplet epochs, 32 x 4 batches
+    config = trial_config(base, dict(learning_rate=2e-3, finetune_lr_ratio=0.5, warmup_share=0.5,
+                                     images_per_class=8, warmup_head="normface"))
+    assert config.finetune_learning_rate == pytest.approx(1e-3)
+    assert (config.warmup_epochs, config.epochs) == (9, 8)  # 8.5 rounds half up
+    assert (config.classes_per_batch, config.images_per_class) == (16, 8)
+    assert trial_config(base, dict(warmup_share=0.9)).epochs >= 1
+
+
+def test_search_space_rows_are_a_table():
+    rows = search_space_rows()
+    assert {"parameter", "kind", "values", "scale", "when", "sets"} <= set(rows[0])
+    by_name = {r["parameter"]: r for r in rows}
+    assert by_name["learning_rate"]["scale"] == "log"
+    assert by_name["warmup_margin"]["when"] == "warmup_head = cosface"
+    assert by_name["margin"]["values"] == "0.05 - 0.5"
+    assert CATEGORICAL == by_name["embedding_dim"]["kind"]
+    assert any("label smoothing" in reason for _, reason in NOT_YET_SEARCHABLE)
