@@ -100,12 +100,12 @@ def test_embedding_model_on_the_pretrained_backbone(package, weights_cache, tmp_
     np.testing.assert_array_equal(backbone.get_layer("block15_project_conv").get_weights()[0],
                                   expected)
     images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
-    vectors = embedding.predict(images, verbose=0)
+    vectors = embedding(images, training=False).numpy()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     path = tmp_path / "embedding.keras"
     embedding.save(path)
     reloaded = model_module.load_model(path)
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), vectors, atol=1e-5)
+    np.testing.assert_allclose(reloaded(images, training=False).numpy(), vectors, atol=1e-5)
 
 
 def test_random_init_needs_no_package(weights_cache, monkeypatch):
@@ -122,3 +122,53 @@ def test_keras_applications_without_network_name_the_transfer_route(monkeypatch)
     config = Config.from_profile("smoke", backbone="mobilenetv2", weights="imagenet")
     with pytest.raises(model_module.WeightsUnavailableError, match="efficientnet_lite0.*transfer"):
         build_embedding_model(config)
+
+
+# --------------------------------------------------------------------------------------------------
+# Frozen-feature cache
+
+def test_feature_cache_matches_the_embedding_model_and_is_reused(package, weights_cache,
+                                                                 synthetic_dir, tmp_path):
+    from tinymatch import features
+    from tinymatch.data import load_dataset
+    from tinymatch.model import build_flip_averaged_model
+
+    dataset = load_dataset(synthetic_dir, cache_dir=tmp_path / "decoded", max_classes=3,
+                           max_images_per_class=5, progress=False)
+    config = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="imagenet",
+                                 image_size=32, embedding_dim=8)
+    first = features.cached_features(dataset, config, batch_size=64, progress=False)
+    assert first.computed and first.features.shape == (len(dataset), 2, 1280)
+    assert first.path.parent == dataset.cache_path / "features"
+    assert first.key["weights"] == pretrained.WEIGHTS_SHA256
+
+    again = features.cached_features(dataset, config, progress=False)
+    assert not again.computed and again.path == first.path
+    np.testing.assert_array_equal(again.features, first.features)
+
+    # The head on cached features = the embedding model on images (flip view = mirrored image).
+    embedding = build_embedding_model(config, include_augmentation=False)
+    head = features.build_feature_head(config, 1280)
+    features.copy_head_weights(head, embedding)
+    images = np.asarray(dataset.images, np.float32)
+    views = np.asarray(first.features, np.float32)
+    heads = [head(views[:, view], training=False).numpy() for view in (0, 1)]
+    np.testing.assert_allclose(heads[0], embedding(images, training=False).numpy(), atol=5e-3)
+    np.testing.assert_allclose(heads[1], embedding(images[:, :, ::-1], training=False).numpy(),
+                               atol=5e-3)
+    flip_averaged = build_flip_averaged_model(embedding)(images, training=False).numpy()
+    summed = heads[0] + heads[1]
+    np.testing.assert_allclose(summed / np.linalg.norm(summed, axis=1, keepdims=True),
+                               flip_averaged, atol=5e-3)
+
+    bigger = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="imagenet",
+                                 image_size=48, embedding_dim=8)
+    assert features.feature_key(bigger, pretrained.WEIGHTS_SHA256, len(dataset)) != first.key
+
+
+def test_features_need_a_pretrained_backbone():
+    from tinymatch import features
+
+    for overrides in (dict(backbone="compact"), dict(backbone="efficientnet_lite0", weights="")):
+        with pytest.raises(ValueError, match="pretrained"):
+            features.build_feature_extractor(Config.from_profile("smoke", **overrides))

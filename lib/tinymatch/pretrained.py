@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tinymatch import efficientnet_lite, torch_pickle
+from tinymatch.data.cache import user_cache_root
 from tinymatch.io_utils import atomic_save_arrays
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ WEIGHTS_SHA256 = "3509436ca614cbc788544aac014db4a0cd3eea0752f8c1d1094e2968ad615a
 WEIGHTS_NAME = "efficientnet-lite0"
 # What config.weights may say for these weights (besides a path to an EfficientNet-Lite0 .pth).
 WEIGHTS_ALIASES = ("efficientnet-lite0", "imagenet")
-CACHE_ENV_VAR = "TINYMATCH_CACHE"
 
 
 class PretrainedUnavailableError(ValueError):
@@ -51,10 +50,7 @@ def install_hint():
 
 
 def cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV_VAR)
-    root = (Path(env).expanduser() if env else
-            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinymatch")
-    return root / "weights"
+    return user_cache_root() / "weights"
 
 
 def cached_weights_path() -> Path:
