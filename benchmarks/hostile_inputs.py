@@ -394,7 +394,9 @@ def build_corpus(work: Path, server: _Server, payload_md5: str) -> list[Case]:
     junk.write_bytes(b"8 bytes!")
 
     def junk_not_returned(out, err):
-        return "" if zipfile.is_zipfile(junk) else "an existing junk file was returned as the dataset"
+        # Clean either way: re-downloaded over the junk, or refused with an error (junk left untouched).
+        refused = "error" in err.lower()
+        return "" if refused or zipfile.is_zipfile(junk) else "an existing junk file was returned as the dataset"
 
     cases.append(Case("download", "existing junk file, --md5 none",
                       ["-q", "download", "--data", str(junk), "--url", f"{server.url}/good.zip", "--md5", "none"],
