@@ -172,3 +172,11 @@ def test_features_need_a_pretrained_backbone():
     for overrides in (dict(backbone="compact"), dict(backbone="efficientnet_lite0", weights="")):
         with pytest.raises(ValueError, match="pretrained"):
             features.build_feature_extractor(Config.from_profile("smoke", **overrides))
+
+
+def test_transfer_profile_is_the_frozen_pretrained_backbone():
+    config = Config.from_profile("transfer")
+    assert (config.backbone, config.weights) == ("efficientnet_lite0", "efficientnet-lite0")
+    assert 96 <= config.image_size <= 128  # 64 px loses most of the pretrained quality
+    assert config.freeze_backbone_epochs >= config.warmup_epochs + config.epochs  # frozen throughout
+    assert config.test_time_flip
