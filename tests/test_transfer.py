@@ -161,6 +161,15 @@ def test_feature_cache_matches_the_embedding_model_and_is_reused(package, weight
     np.testing.assert_allclose(summed / np.linalg.norm(summed, axis=1, keepdims=True),
                                flip_averaged, atol=5e-3)
 
+    rows = np.array([3, 0, 7])
+    np.testing.assert_allclose(features.embed_features(head, first.features, rows, batch_size=2),
+                               flip_averaged[rows], atol=5e-3)
+    picked = features.pick_views(first.features, np.tile(rows, 20), np.random.default_rng(0))
+    tiled = np.asarray(first.features, np.float32)[np.tile(rows, 20)]
+    from_original = (picked == tiled[:, 0]).all(axis=1)
+    assert (from_original | (picked == tiled[:, 1]).all(axis=1)).all()
+    assert 0 < from_original.sum() < len(picked)  # both views are drawn
+
     bigger = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="imagenet",
                                  image_size=48, embedding_dim=8)
     assert features.feature_key(bigger, pretrained.WEIGHTS_SHA256, len(dataset)) != first.key

@@ -168,6 +168,27 @@ def copy_head_weights(head, embedding_model):
     return embedding_model
 
 
+def pick_views(features, indices, rng):
+    """Training inputs for rows `indices`: each row's original or mirrored view at random
+    (the flip augmentation of a frozen backbone), float32 [len(indices), D]."""
+    indices = np.asarray(indices)
+    views = rng.integers(0, len(VIEWS), size=len(indices))
+    return np.asarray(features[indices, views], np.float32)
+
+
+def embed_features(head, features, indices=None, batch_size=4096):
+    """Flip-averaged embeddings from cached features: the unit-norm sum of the head's embeddings
+    of both views (what `build_flip_averaged_model` gives on the images), float32 [N, dim]."""
+    rows = np.arange(len(features)) if indices is None else np.asarray(indices)
+    predict = _inference_function(head)
+    out = [np.zeros((0, head.output_shape[-1]), np.float32)]
+    for start in range(0, len(rows), batch_size):
+        chunk = np.asarray(features[rows[start:start + batch_size]], np.float32)
+        summed = predict(chunk[:, 0]) + predict(chunk[:, 1])
+        out.append(summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(out)
+
+
 def _inference_function(model):
     import tensorflow as tf
 
@@ -184,4 +205,5 @@ def _progress_bar(total, enabled):
 
 
 __all__ = ["cached_features", "extract_features", "build_feature_extractor", "build_feature_head",
-           "copy_head_weights", "feature_key", "FeatureCache", "VIEWS"]
+           "copy_head_weights", "pick_views", "embed_features", "feature_key", "FeatureCache",
+           "VIEWS"]
