@@ -4,17 +4,19 @@ import json
 
 import keras
 import matplotlib.figure
-import optuna
 import pytest
-from optuna.trial import TrialState
 
 from tinymatch import rundir
 from tinymatch.config import Config
 from tinymatch.search_space import (CATEGORICAL, FLOAT, NOT_YET_SEARCHABLE, Dimension, search_space,
                                     search_space_rows, suggest, trial_config)
 from tinymatch.train import train
-from tinymatch.tune import (REQUEUED_FROM, StudyMismatchError, _TrialWatcher, load_study, run_study,
-                            study_figures, study_summary, trial_rows)
+
+optuna = pytest.importorskip("optuna")  # the `tune` extra
+from optuna.trial import TrialState  # noqa: E402
+
+from tinymatch.tune import (REQUEUED_FROM, StudyMismatchError, _TrialWatcher, load_study,  # noqa: E402
+                            run_study, study_figures, study_summary, trial_rows)
 
 # Two dimensions keep the trials tiny and the TPE start-up random (seeded).
 TINY_SPACE = (Dimension("learning_rate", FLOAT, 1e-3, 1e-2, log=True),
@@ -93,6 +95,8 @@ def test_resume_runs_only_the_missing_trial(resumed_study):
     for path, mtime in mtimes.items():  # the first two trials were not trained again
         assert path.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in (study_dir / "trials").iterdir()) == ["0000", "0001", "0002"]
+    params = [tuple(row["params"].values()) for row in trial_rows(study_dir)]
+    assert len(set(params)) == 3  # the resumed process did not repeat the first one's draws
 
 
 def test_study_figures_and_tables(resumed_study):

@@ -89,8 +89,12 @@ def run_study(study_name: str, config: Config, *, study_dir, trials: int, trial_
             space = search_space(config, _training_classes(dataset, config))
         study = optuna.create_study(
             study_name=study_name, storage=study_dir.storage_url, direction="maximize",
-            load_if_exists=True, pruner=pruner or default_pruner(),
-            sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=TPE_STARTUP_TRIALS))
+            load_if_exists=True, pruner=pruner or default_pruner())
+        # Seeded by config.seed, offset by the trials already there: a resumed study draws new
+        # points instead of repeating its first process's random start-up trials.
+        study.sampler = optuna.samplers.TPESampler(
+            seed=config.seed + len(study.get_trials(deepcopy=False)),
+            n_startup_trials=TPE_STARTUP_TRIALS)
         _check_same_setup(study, study_dir, config, trial_minutes, space)
         _requeue_interrupted(study)
         budget = trial_minutes * 60.0 if trial_minutes > 0 else math.inf
