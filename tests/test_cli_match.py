@@ -4,6 +4,8 @@ import json
 
 import keras
 import pytest
+from image_cases import BAD_IMAGES, same_picture_in_other_encodings
+from model_file_cases import BAD_MODEL_FILES, keras_model_not_tinymatch
 from PIL import Image
 
 from tinymatch import cli
@@ -157,3 +159,109 @@ def test_match_unreadable_or_missing_image_is_one_line_error(workspace, images, 
     code, _, stderr = run_cli(capsys, "match", "--model", images / "nothing.keras", images / "red.png",
                               images / "red.png")
     assert code == 2 and "nothing.keras" in stderr
+
+
+def one_line_error(code, stderr, *names):
+    """A failed command: exit status 2, one line on stderr that names the file, no traceback."""
+    lines = stderr.strip().splitlines()
+    return (code == 2 and len(lines) == 1 and "Traceback" not in stderr
+            and all(str(name) in lines[0] for name in names))
+
+
+# --- hostile images and model files (issue 13) ----------------------------------------------------
+
+@pytest.mark.parametrize("case", BAD_IMAGES)
+def test_match_hostile_image_is_one_line_error(case, workspace, images, tmp_path, capsys):
+    make, fragment = BAD_IMAGES[case]
+    try:
+        bad = make(tmp_path)
+    except OSError as err:
+        pytest.skip(f"cannot create the {case} input here: {err}")
+    code, stdout, stderr = run_cli(capsys, "match", "--model", workspace["run"] / "siamese.keras",
+                                   images / "red.png", bad)
+    assert one_line_error(code, stderr, bad) and fragment in stderr and not stdout
+
+
+def test_match_a_16_bit_copy_of_an_image_matches_it(workspace, tmp_path, capsys):
+    """(tests/test_match.py reads every other high-bit-depth encoding back as the 8-bit picture)"""
+    original, copies = same_picture_in_other_encodings(tmp_path)
+    code, stdout, _ = run_cli(capsys, "match", "--model", workspace["run"] / "siamese.keras", "--json",
+                              original, copies["png_16_bit_gray"])
+    result = json.loads(stdout)
+    assert code == 0 and result["match"] and result["distance"] < 1e-4
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_FILES) + ["keras_model_not_tinymatch"])
+def test_match_and_evaluate_with_a_model_that_is_not_tinymatch(case, workspace, images, tmp_path, capsys):
+    if case == "keras_model_not_tinymatch":
+        model_file = keras_model_not_tinymatch(tmp_path)
+    else:
+        model_file = BAD_MODEL_FILES[case](tmp_path, workspace["run"] / "siamese.keras")
+    code, _, stderr = run_cli(capsys, "match", "--model", model_file, images / "red.png", images / "red.png")
+    assert one_line_error(code, stderr, model_file) and "tinymatch" in stderr.split(":", 1)[1]
+    if case in ("keras_model_not_tinymatch", "foreign_module", "zip_not_keras"):  # evaluate reads it too
+        code, _, stderr = run_cli(capsys, "evaluate", "--model", model_file, "--data", workspace["data"],
+                                  "--split", "official-val")
+        assert one_line_error(code, stderr, model_file) and "is not a tinymatch model" in stderr
+
+
+# --- a run evaluated on another copy of its dataset (issue 18) ------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_on_train_only(tmp_path_factory):
+    """A smoke run trained (briefly) on a train-only synthetic dataset, and three datasets to
+    evaluate it on: the same train images with val/ and test/ added, and two other datasets."""
+    from tinymatch.synthetic import make_synthetic_dataset
+    from tinymatch.train import train
+
+    root = tmp_path_factory.mktemp("official_val")
+    options = dict(num_classes=8, images_per_class=12, grayscale=1, seed=3)
+    train_only = make_synthetic_dataset(root / "train_only", val_per_class=0, test_images=0, **options)
+    config = Config.from_profile("smoke", data=str(train_only), cache_dir=str(root / "cache"),
+                                 unseen_train_classes=4, classes_per_batch=4, epochs=1, steps_per_epoch=2,
+                                 max_positive_pairs=60, bootstrap_samples=5)
+    run = root / "run"
+    train(config, run, progress=False)
+    datasets = {
+        "with_val": make_synthetic_dataset(root / "with_val", val_per_class=3, test_images=2, **options),
+        "other_with_val": make_synthetic_dataset(root / "other", val_per_class=3, test_images=0,
+                                                 **{**options, "images_per_class": 11}),
+        "other_train_only": make_synthetic_dataset(root / "other_train_only", val_per_class=0,
+                                                   test_images=0, **{**options, "num_classes": 9}),
+    }
+    return run, datasets
+
+
+@pytest.mark.parametrize("split", ["official-val", "seen", "unseen"])
+def test_a_run_trained_without_val_evaluates_on_its_dataset_with_val_added(trained_on_train_only, split, capsys):
+    from tinymatch import data
+    from tinymatch.rundir import RunDir
+
+    run, datasets = trained_on_train_only
+    code, stdout, stderr = run_cli(capsys, "evaluate", "--model", run / "model.keras", "--data",
+                                   datasets["with_val"], "--split", split)
+    assert code == 0, stderr
+    metrics = json.loads(stdout)
+    assert metrics["split"] == split and 0 <= metrics["trained"]["test"]["roc_auc"] <= 1
+    if split == "official-val":  # every labelled val image, at the run's stored threshold
+        assert metrics["num_test_images"] == 8 * 3 and metrics["threshold_source"].endswith("siamese.keras")
+        return
+    # seen/unseen: the run's split.csv, applied to the same train images of the larger dataset
+    config = Config.load(RunDir(run).config)
+    train_only = data.load_dataset_for(config, progress=False)
+    expected = data.Splits.load(RunDir(run).split, train_only).evaluation_indices(config.protocol, split, "test")
+    assert metrics["num_test_images"] == len(expected)
+
+
+def test_a_different_dataset_names_the_protocols_that_can_still_run(trained_on_train_only, capsys):
+    run, datasets = trained_on_train_only
+    for split in ("seen", "unseen"):
+        code, _, stderr = run_cli(capsys, "evaluate", "--model", run / "model.keras", "--data",
+                                  datasets["other_with_val"], "--split", split)
+        assert one_line_error(code, stderr, "split.csv") and "official-val" in stderr
+    code, stdout, stderr = run_cli(capsys, "evaluate", "--model", run / "model.keras", "--data",
+                                   datasets["other_with_val"], "--split", "official-val")
+    assert code == 0 and json.loads(stdout)["num_test_images"] == 8 * 3, stderr
+    code, _, stderr = run_cli(capsys, "evaluate", "--model", run / "model.keras", "--data",
+                              datasets["other_train_only"], "--split", "seen")
+    assert one_line_error(code, stderr, "split.csv") and "no protocol can run" in stderr

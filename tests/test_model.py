@@ -1,7 +1,10 @@
 """Embedding and Siamese models: shapes, unit norm, backbones, save/reload, weights errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from model_file_cases import BAD_MODEL_FILES, keras_model_not_tinymatch
 
 from tinymatch import model as model_module
 from tinymatch.config import Config
@@ -147,10 +150,10 @@ def test_reloaded_model_called_directly_is_in_inference_mode(overrides, images, 
     """`model(images)` on a reloaded .keras file: no augmentation, BatchNorm moving statistics.
 
     (keras.layers.Resizing saved `training=True` into the graph, which turned both on.)"""
-    from tinymatch.train import _save_model
+    from tinymatch.model_files import save_model
 
     embedding = build_embedding_model(Config.from_profile("smoke", **overrides))
-    _save_model(embedding, tmp_path / "model.keras")
+    save_model(embedding, tmp_path / "model.keras")
     reloaded = load_model(tmp_path / "model.keras")
     expected = embedding.predict(images, verbose=0)
     np.testing.assert_allclose(np.asarray(reloaded(images)), expected, atol=1e-5)
@@ -180,3 +183,44 @@ def test_cosine_classifier_scores_are_cosines_and_ignore_lengths(tmp_path):
     model.save(tmp_path / "head.keras")
     np.testing.assert_allclose(np.asarray(load_model(tmp_path / "head.keras")(inputs)),
                                np.asarray(model(inputs)), atol=1e-6)
+
+
+# --- model files that are not tinymatch models (issue 13) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def real_model_file(tmp_path_factory, smoke_embedding):
+    path = tmp_path_factory.mktemp("real") / "model.keras"
+    smoke_embedding.save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_FILES))
+def test_a_file_that_is_not_a_tinymatch_model_is_one_clear_error(case, tmp_path, real_model_file, monkeypatch):
+    import os
+
+    path = BAD_MODEL_FILES[case](tmp_path, real_model_file)
+    monkeypatch.setattr(os, "system", lambda *a: pytest.fail("code from a model file ran"))
+    with pytest.raises(model_module.NotATinymatchModelError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert f"{path} is not a tinymatch model" in message and "\n" not in message
+
+
+def test_foreign_classes_are_refused_before_keras_reads_the_file(tmp_path, real_model_file):
+    path = BAD_MODEL_FILES["foreign_module"](tmp_path, real_model_file)
+    with pytest.raises(model_module.NotATinymatchModelError, match="'system' of module 'os'"):
+        model_module.check_model_archive(path)
+    model_module.check_model_archive(real_model_file)  # the real one passes
+
+
+def test_the_committed_reference_models_still_load():
+    reference = Path(__file__).resolve().parents[1] / "reports" / "reference"
+    siamese = load_model(reference / "siamese.keras")
+    assert len(siamese.inputs) == 2 and 0 < siamese_threshold(siamese)
+    assert len(load_model(reference / "model.keras").inputs) == 1
+
+
+def test_a_valid_keras_model_that_is_not_tinymatch_still_loads_as_keras(tmp_path):
+    """load_model reads any safe Keras model; what it must be is checked where it is used
+    (embed.load_embedding_model, match.match_files)."""
+    assert load_model(keras_model_not_tinymatch(tmp_path)).input_shape == (None, 10)

@@ -15,9 +15,11 @@ ValueErrors), anything that is not a plain image:
   environment variable.
 - Every mode comes out as 8-bit RGB, scaled rather than clipped: 16-bit grayscale (`I;16*`) is
   divided by 257 (65535 -> 255, so a 16-bit copy of an 8-bit image reads back as that image);
-  32-bit integer (`I`) by its declared bit depth; float (`F`) is read as 0..1 (or 0..255 when
-  its values go above 1). Transparent pixels become white; CMYK, palette and grayscale are
-  converted; an animated image or a multi-page TIFF gives its first frame.
+  32-bit integer (`I`) by the full scale its TIFF tags declare (bit depth, signed or not); float
+  (`F`) is read as 0..1 (or 0..255 when its values go above 1). 16-bit RGB PNGs keep their high
+  byte (Pillow's reading, which is the same scaling). Transparent pixels become white; CMYK,
+  palette and grayscale are converted; an animated image or a multi-page TIFF gives its first
+  frame.
 """
 
 from __future__ import annotations
@@ -118,10 +120,10 @@ def to_8_bit(image: Image.Image, path) -> Image.Image:
     if image.mode.startswith("I;16"):
         scaled = values.astype(np.float64) / 257.0
     elif image.mode == "I":
-        bits = _declared_bits(image) or 16  # PNG reads 16-bit grayscale as I in older Pillows
-        if values.size and (values.min() < 0 or values.max() > 2 ** bits - 1):
-            raise UnreadableImageError(f"{path}: {bits}-bit image with values outside 0..{2 ** bits - 1}")
-        scaled = values.astype(np.float64) * (255.0 / (2 ** bits - 1))
+        top = _full_scale(image)
+        if values.size and (values.min() < 0 or values.max() > top):
+            raise UnreadableImageError(f"{path}: integer image with values outside 0..{top}")
+        scaled = values.astype(np.float64) * (255.0 / top)
     else:  # "F"
         if not np.all(np.isfinite(values)):
             raise UnreadableImageError(f"{path}: floating-point image with NaN or infinite values")
@@ -133,13 +135,19 @@ def to_8_bit(image: Image.Image, path) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
-def _declared_bits(image: Image.Image) -> int | None:
-    tags = getattr(image, "tag_v2", None)  # TIFF: BitsPerSample
-    if tags is not None and 258 in tags:
-        bits = tags[258]
-        bits = bits[0] if isinstance(bits, tuple) else bits
-        return int(bits) if 1 <= int(bits) <= 32 else None
-    return None
+def _full_scale(image: Image.Image) -> int:
+    """White of a 32-bit integer (mode I) image: from a TIFF's BitsPerSample and SampleFormat
+    (signed: 2^(bits-1) - 1), else 65535 (older Pillows read 16-bit PNG grayscale as I)."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or 258 not in tags:
+        return 2 ** 16 - 1
+
+    def first(value):
+        return int(value[0] if isinstance(value, tuple) else value)
+
+    bits = min(max(first(tags[258]), 1), 32)
+    signed = 339 in tags and first(tags[339]) == 2
+    return 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
 
 
 def _to_rgb(image: Image.Image, path) -> Image.Image:
@@ -166,8 +174,10 @@ def load_image_file(path, size: int = IMAGE_SIZE) -> np.ndarray:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(handle, formats=IMAGE_FORMATS)
-        except Image.DecompressionBombError as err:
-            raise ImageTooLargeError(f"{path}: {err}") from None
+        except Image.DecompressionBombError as err:  # PIL's own limit, far above the budget
+            raise ImageTooLargeError(f"{path} declares an image over the budget of {budget:,} pixels "
+                                     f"({str(err).split(',')[0]}; set {MAX_IMAGE_PIXELS_ENV_VAR} "
+                                     "to allow more)") from None
         except Exception as err:  # noqa: BLE001  any failure to parse an untrusted header
             raise UnreadableImageError(f"cannot read image {path}: {_reason(err)}") from None
         with image:
@@ -206,7 +216,8 @@ def match_files(siamese_path, image_a, image_b) -> dict:
     siamese = model_module.load_model(siamese_path)
     if len(siamese.inputs) != 2:
         raise model_module.NotATinymatchModelError(
-            f"{siamese_path} is not a Siamese model (expected two image inputs); pass RUN_DIR/siamese.keras")
+            f"{siamese_path} is not a tinymatch Siamese model (expected two image inputs); "
+            "pass RUN_DIR/siamese.keras")
     try:
         threshold = float(model_module.siamese_threshold(siamese))
         distance_metric = model_module.siamese_distance_metric(siamese)

@@ -435,13 +435,13 @@ _TRUSTED_MODULES = ("keras", "tinymatch")  # config objects may name classes of 
 
 
 def _config_classes(node):
-    """(module, class name) of every serialised object in a Keras config tree."""
+    """(module, class name, registered name) of every serialised object in a Keras config tree."""
     stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if "class_name" in item:
-                yield item.get("module"), item.get("class_name")
+                yield item.get("module"), item.get("class_name"), item.get("registered_name")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -465,14 +465,19 @@ def check_model_archive(path):
                 raise NotATinymatchModelError(f"{not_ours}: its config.json is over "
                                               f"{_MAX_MODEL_CONFIG_BYTES >> 20} MB")
             config = json.loads(archive.read("config.json"))
+    except NotATinymatchModelError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
         raise NotATinymatchModelError(f"{not_ours}: not a .keras (zip) archive ({err})") from None
     except (ValueError, RuntimeError) as err:  # bad JSON or text encoding, encrypted entry
         raise NotATinymatchModelError(f"{not_ours}: unreadable config.json ({err})") from None
-    for module, class_name in _config_classes(config):
+    for module, class_name, registered in _config_classes(config):
         if module is not None and str(module).split(".")[0] not in _TRUSTED_MODULES:
             raise NotATinymatchModelError(f"{not_ours}: its config names class {class_name!r} of "
                                           f"module {module!r} (only Keras and tinymatch classes load)")
+        if str(registered).startswith("tinymatch>") and keras.saving.get_registered_object(registered) is None:
+            raise NotATinymatchModelError(f"{not_ours}: its config names {registered!r}, which this "
+                                          "version of tinymatch does not define")
 
 
 def load_model(path, compile=False):
@@ -485,13 +490,16 @@ def load_model(path, compile=False):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
-    check_model_archive(path)
     import tinymatch.losses  # noqa: F401  (registers the losses a compiled checkpoint refers to)
+
+    check_model_archive(path)
 
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except (KeyError, TypeError, ValueError, AttributeError, OSError, zipfile.BadZipFile) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if len(reason) > 200:  # Keras' safe-mode messages: the first sentence says what was refused
+            reason = reason.split(". ")[0][:200] + "."
         raise NotATinymatchModelError(f"{path} is not a tinymatch model: {reason}") from None
     if not isinstance(model, keras.Model):
         raise NotATinymatchModelError(f"{path} is not a tinymatch model: it holds a "
