@@ -101,7 +101,7 @@ BAD_IMAGES = {
     "fifo": (_fifo, "FIFO"),
     "socket": (_socket, "socket"),
     "link_to_device": (_device, "character device"),
-    "directory": (_directory, "directory"),
+    "directory": (_directory, "folder"),
     "truncated_png": (_truncated, "cannot read image"),
     "truncated_jpeg": (_truncated_jpeg, "cannot read image"),
     "zero_width": (_zero_width, "cannot read image"),

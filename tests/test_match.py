@@ -175,3 +175,10 @@ def test_a_bad_image_fails_before_the_model_is_read(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
     with pytest.raises(match.UnreadableImageError, match="notes.png"):
         match.match_files(tmp_path / "no-model-here.keras", tmp_path / "ok.png", tmp_path / "notes.png")
+
+
+def test_image_files_are_read_up_to_a_size_limit(tmp_path, monkeypatch):
+    Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
+    monkeypatch.setattr(match, "MAX_IMAGE_FILE_BYTES", 50)
+    with pytest.raises(match.UnreadableImageError, match="small.png.*bytes"):
+        match.load_image_file(tmp_path / "small.png")

@@ -4,9 +4,11 @@
 line naming the file (FileNotFoundError, or UnreadableImageError / ImageTooLargeError, both
 ValueErrors), anything that is not a plain image:
 
-- Only regular files are read. The path is `stat`ed before it is opened, and the open file is
-  checked again (non-blocking open, then `fstat`), so a FIFO, socket, device (e.g. a link to
-  /dev/zero) or directory is an error, never a hang or an unbounded read.
+- Only regular files are read, at most MAX_IMAGE_FILE_BYTES (256 MB) of them. The path is
+  `stat`ed before it is opened, and the open file is checked again (non-blocking open, then
+  `fstat`; `tinymatch.data.layout.read_regular_file`, the reader of dataset files too), so a FIFO,
+  socket, device (e.g. a link to /dev/zero) or folder is an error, never a hang or an unbounded
+  read.
 - Only the raster formats in IMAGE_FORMATS are decoded (no plugin that runs an external program,
   such as EPS through Ghostscript).
 - A pixel budget: the size an image declares in its header is checked before anything is decoded,
@@ -24,18 +26,21 @@ ValueErrors), anything that is not a plain image:
 
 from __future__ import annotations
 
+import io
 import os
-import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from tinymatch.config import IMAGE_SIZE
+from tinymatch.data.errors import DataError
+from tinymatch.data.layout import read_regular_file
 
 MAX_IMAGE_PIXELS = 40_000_000  # default pixel budget: 40 MP decodes to 120 MB of RGB
 MAX_IMAGE_PIXELS_ENV_VAR = "TINYMATCH_MAX_IMAGE_PIXELS"
+MAX_IMAGE_FILE_BYTES = 256 << 20  # a 40-megapixel 16-bit RGB TIFF is 240 MB uncompressed
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -66,41 +71,18 @@ def max_image_pixels() -> int:
 
 # --- reading one file -----------------------------------------------------------------------------
 
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def open_regular_file(path: Path):
-    """A binary file object for `path`, which must be a non-empty regular file (links followed).
-
-    Checked before opening (`stat`) and after (`fstat` on the open descriptor, so a file swapped
-    in between is caught); opened non-blocking, so even a FIFO that slipped through cannot hang.
-    """
+def read_image_bytes(path: Path) -> bytes:
+    """The bytes of `path`: a non-empty regular file of at most MAX_IMAGE_FILE_BYTES (checked
+    with `stat` before it is opened and `fstat` after, by the data layer's one reader)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image file not found: {path}")
     try:
-        before = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except OSError as err:
-        raise UnreadableImageError(f"cannot read image {path}: {err.strerror or err}") from None
-    if not stat.S_ISREG(before.st_mode):
-        raise UnreadableImageError(f"{path} is {_file_kind(before.st_mode)}, not an image file")
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as err:
-        raise UnreadableImageError(f"cannot read image {path}: {err.strerror or err}") from None
-    after = os.fstat(descriptor)
-    if not stat.S_ISREG(after.st_mode):
-        os.close(descriptor)
-        raise UnreadableImageError(f"{path} is {_file_kind(after.st_mode)}, not an image file")
-    if after.st_size == 0:
-        os.close(descriptor)
+        data = read_regular_file(path, MAX_IMAGE_FILE_BYTES, "an image file")
+    except DataError as err:
+        raise UnreadableImageError(str(err)) from None
+    if not data:
         raise UnreadableImageError(f"{path} is empty (0 bytes), not an image")
-    return os.fdopen(descriptor, "rb")
+    return data
 
 
 def check_pixel_budget(path, width: int, height: int, budget: int | None = None) -> None:
@@ -169,15 +151,19 @@ def load_image_file(path, size: int = IMAGE_SIZE) -> np.ndarray:
     """
     path = Path(path)
     budget = max_image_pixels()
-    with open_regular_file(path) as handle, warnings.catch_warnings():
+    data = read_image_bytes(path)
+    with warnings.catch_warnings():
         # Our budget is below PIL's own bomb limits; its warning would only repeat our check.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(handle, formats=IMAGE_FORMATS)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         except Image.DecompressionBombError as err:  # PIL's own limit, far above the budget
             raise ImageTooLargeError(f"{path} declares an image over the budget of {budget:,} pixels "
                                      f"({str(err).split(',')[0]}; set {MAX_IMAGE_PIXELS_ENV_VAR} "
                                      "to allow more)") from None
+        except UnidentifiedImageError:
+            raise UnreadableImageError(f"cannot read image {path}: not an image in a format read here "
+                                       f"({', '.join(IMAGE_FORMATS)})") from None
         except Exception as err:  # noqa: BLE001  any failure to parse an untrusted header
             raise UnreadableImageError(f"cannot read image {path}: {_reason(err)}") from None
         with image:
@@ -239,6 +225,6 @@ def match_files(siamese_path, image_a, image_b) -> dict:
     }
 
 
-__all__ = ["load_image_file", "match_files", "open_regular_file", "check_pixel_budget", "to_8_bit",
+__all__ = ["load_image_file", "match_files", "read_image_bytes", "check_pixel_budget", "to_8_bit",
            "max_image_pixels", "UnreadableImageError", "ImageTooLargeError", "MAX_IMAGE_PIXELS",
-           "MAX_IMAGE_PIXELS_ENV_VAR", "IMAGE_FORMATS"]
+           "MAX_IMAGE_PIXELS_ENV_VAR", "MAX_IMAGE_FILE_BYTES", "IMAGE_FORMATS"]
