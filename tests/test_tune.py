@@ -67,6 +67,7 @@ def test_study_writes_storage_trial_runs_and_best_config(resumed_study):
     assert (study_dir / "study.db").is_file()
     assert summary["storage"] == f"sqlite:///{(study_dir / 'study.db').resolve()}"
     assert summary["trials_complete"] == 3 and summary["trials_pruned"] == summary["trials_failed"] == 0
+    assert summary["trials_budget_cut"] == 0
     for number in range(3):
         run_dir = study_dir / "trials" / f"{number:04d}"
         for name in ("config.json", "history.csv", "model.keras", "training.json", "trial.json"):

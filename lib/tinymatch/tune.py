@@ -13,10 +13,13 @@ The sampler is TPE, seeded with `config.seed`; the pruner (default: median) is f
 after every epoch.
 
 Multi-fidelity: each trial runs the base config's epochs with its own params, but stops when its
-wall-clock budget of `trial_minutes` is spent (checked after every batch; the cut epoch is still
-evaluated and recorded). A trial whose planned schedule is longer than the budget ends before its
-learning rate has decayed: choose the base config's `steps_per_epoch` so that a typical trial's
-schedule fits the budget; `trial_rows` marks the trials that were cut (`budget_cut`).
+wall-clock budget of `trial_minutes` is spent, counted from the trial's start (so model building
+and the first epoch's tracing count too). It is checked after every batch; the cut epoch is still
+evaluated and recorded, and the run's model files are written after it, so a trial takes its
+budget plus about one evaluation. A trial whose planned schedule is longer than the budget ends
+before its learning rate has decayed: choose the base config's `steps_per_epoch` so that a typical
+trial's schedule fits the budget; `trial_rows` marks the trials that were cut (`budget_cut`) and
+`study_summary` counts them (`trials_budget_cut`).
 
 Resuming: the study is loaded from its storage (`load_if_exists`), finished trials (complete,
 pruned, failed) are never run again, and the study continues until it has `trials` of them. A trial
@@ -93,7 +96,7 @@ def run_study(study_name: str, config: Config, *, study_dir, trials: int, trial_
         # Seeded by config.seed, offset by the trials already there: a resumed study draws new
         # points instead of repeating its first process's random start-up trials.
         study.sampler = optuna.samplers.TPESampler(
-            seed=config.seed + len(study.get_trials(deepcopy=False)),
+            seed=(config.seed + len(study.get_trials(deepcopy=False))) % 2**32,
             n_startup_trials=TPE_STARTUP_TRIALS)
         _check_same_setup(study, study_dir, config, trial_minutes, space)
         _requeue_interrupted(study)
@@ -351,6 +354,7 @@ def study_summary(study_dir, study_name: str | None = None) -> dict:
         trials_complete=count[TrialState.COMPLETE], trials_pruned=count[TrialState.PRUNED],
         trials_failed=count[TrialState.FAIL], trials_running=count[TrialState.RUNNING],
         trials_waiting=count[TrialState.WAITING],
+        trials_budget_cut=sum(1 for t in trials if t.user_attrs.get("budget_cut")),
         best_trial=best.number if best else None, best_value=best.value if best else None,
         best_params=dict(best.params) if best else {},
         best_run_dir=str(study_dir.trial_dir(best.number)) if best else None,
