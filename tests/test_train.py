@@ -7,12 +7,15 @@ import keras
 import numpy as np
 import pytest
 
+from tinymatch import callbacks as callbacks_module
+from tinymatch import losses, rundir
 from tinymatch.config import Config
 from tinymatch.model import load_model, siamese_threshold
-from tinymatch.train import ConfigMismatchError, is_finished, read_history, train
+from tinymatch.model_files import store_weights_at_half_precision
+from tinymatch.rundir import RunDir, RunLockedError, read_history
+from tinymatch.train import ConfigMismatchError, TrainingFailedError, _optimizer, is_finished, train
 
-RUN_FILES = ("config.json", "history.csv", "model.keras", "siamese.keras", "split.csv",
-             "training.json")
+RUN_FILES = ("config", "history", "model", "siamese", "split", "training", "environment")
 
 
 class _Interrupt(Exception):
@@ -61,7 +64,7 @@ def test_resume_continues_at_the_next_epoch(finished_run):
 def test_run_dir_has_every_output(finished_run):
     _, run_dir, _, result = finished_run
     for name in RUN_FILES:
-        assert (run_dir / name).is_file(), name
+        assert getattr(RunDir(run_dir), name).is_file(), name
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents*"))
     assert 0.0 <= result.best_val_auc <= 1.0
 
@@ -114,8 +117,6 @@ def test_cli_train_writes_a_run(tmp_path, synthetic_dir, finished_run):
 
 
 def test_optimizer_schedule_peaks_at_the_requested_rate():
-    from tinymatch.train import _optimizer
-
     config = Config.from_profile("smoke", learning_rate=1e-3)
     # The linear warm-up starts at a tenth of the peak.
     finetune = _optimizer(config, total_steps=100, peak_learning_rate=2e-4).learning_rate
@@ -177,10 +178,8 @@ def test_early_stopping_judges_the_triplet_phase_by_its_own_best(tmp_path, synth
     the best of the whole run)."""
     import json
 
-    from tinymatch import train as train_module
-
     scripted = iter([0.80, 0.90, 0.50, 0.60, 0.55, 0.54, 0.70])  # warm-up 2 epochs, triplet 5
-    monkeypatch.setattr(train_module, "_val_auc", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(callbacks_module, "val_auc", lambda *args, **kwargs: next(scripted))
     config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=2, epochs=5,
                                  steps_per_epoch=1, early_stopping_patience=2)
     train(config, tmp_path / "run", progress=False)
@@ -209,7 +208,6 @@ def test_mixed_precision_on_a_cpu_trains_in_bfloat16(tmp_path, synthetic_dir):
 
 def test_half_precision_weights_keep_the_models_working(finished_run, tmp_path):
     from tinymatch.cli import main
-    from tinymatch.train import store_weights_at_half_precision
 
     _, run_dir, _, _ = finished_run
     copy = tmp_path / "run"
@@ -310,3 +308,107 @@ def test_the_classifier_survives_the_end_of_the_frozen_epochs(tmp_path, syntheti
     assert len(recorder.begins) == 3  # frozen warm-up, warm-up, triplet
     _assert_same_weights(recorder.begins[1], recorder.ends[0])
     assert recorder.begins[2] is None  # the triplet loss alone: no classifier
+
+
+# --- faults: non-finite loss, leftovers of a killed run, two runs into one directory ---------------
+
+class _PoisonWeights(keras.callbacks.Callback):
+    """Sets a weight to NaN at the first batch of the given (0-based) epoch: the loss diverges."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.target, self.epoch = epoch, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == self.target and batch == 0:
+            weight = self.model.trainable_weights[0]
+            weight.assign(np.full(weight.shape, np.nan, weight.dtype))
+
+
+def test_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_epoch(tmp_path, synthetic_dir):
+    import json
+
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=2,
+                                 steps_per_epoch=2, early_stopping_patience=0)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingFailedError, match="epoch 2, step 1"):
+        train(config, run_dir, progress=False, callbacks=[_PoisonWeights(1)])
+    paths = RunDir(run_dir)
+    summary = json.loads(paths.training.read_text())
+    assert summary["finished"] is False and "nan" in summary["failed"]
+    assert not is_finished(run_dir, config)
+    assert [row["epoch"] for row in read_history(run_dir)] == [1]  # the failed epoch is not recorded
+    assert json.loads(paths.checkpoint_state.read_text())["epoch"] == 1
+    for path in (paths.model, paths.checkpoint_model):  # neither overwritten by the NaN weights
+        weights = load_model(path).get_weights()
+        assert all(np.all(np.isfinite(w)) for w in weights), path
+
+
+class _NaNLoss(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return keras.ops.mean(y_pred) * float("nan")
+
+
+def test_cli_reports_a_diverged_run_in_one_line(tmp_path, synthetic_dir, monkeypatch, capsys):
+    from tinymatch.cli import main
+
+    monkeypatch.setattr(losses, "make_loss", lambda config: _NaNLoss())
+    config_file = tmp_path / "config.json"
+    Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=0, epochs=1,
+                        steps_per_epoch=2).save(config_file)
+    assert main(["-q", "train", "--config", str(config_file), "--out", str(tmp_path / "run")]) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "training failed" in lines[0] and "nan" in lines[0], lines
+    assert not RunDir(tmp_path / "run").model.exists()  # nothing good to keep
+
+
+def test_a_rerun_removes_what_a_killed_run_left(finished_run, tmp_path):
+    config, run_dir, _, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    leftovers = [copy / ".model.keras.k3j2.tmp", copy / ".siamese.keras.x8.tmp.keras",
+                 copy / ".history.csv.a1.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"")
+    half_checkpoint = copy / "checkpoints" / ".last.q9.tmp"
+    half_checkpoint.mkdir()
+    (half_checkpoint / "training.keras").write_bytes(b"")
+    train(config, copy, progress=False)  # finished: returns at once, but cleans up first
+    assert not any(path.exists() for path in leftovers) and not half_checkpoint.exists()
+    assert RunDir(copy).model.is_file() and RunDir(copy).checkpoint_model.is_file()
+
+
+def test_model_file_temporaries_match_the_leftover_pattern(tmp_path, monkeypatch):
+    """A writer killed inside Keras' save leaves `.<name>.<random>.tmp*` names only."""
+    from tinymatch import model_files
+
+    seen = []
+    original = keras.Model.save
+
+    def recording_save(self, path, *args, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()) + [str(path)])
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", recording_save)
+    inputs = keras.Input((3,))
+    model_files.save_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)), tmp_path / "model.keras")
+    written = seen[0][-1].rsplit("/", 1)[-1]
+    assert written.startswith(".model.keras.") and ".tmp" in written
+    assert rundir.remove_leftovers(tmp_path) == []  # nothing left once it succeeded
+
+
+def test_a_second_run_into_a_busy_directory_fails_at_once(finished_run, tmp_path):
+    import os
+    import time
+
+    config, run_dir, _, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    began = time.monotonic()
+    with rundir.locked(copy):
+        with pytest.raises(RunLockedError, match=f"process {os.getpid()}"):
+            train(config, copy, progress=False)
+    assert time.monotonic() - began < 30

@@ -320,6 +320,23 @@ def _deserialize_metric(config: dict) -> dict:
     return config
 
 
+# --- tf.distribute (distribute helper's section) ---------------------------------------------------
+
+def _replica_share(loss_object: keras.losses.Loss, loss: tf.Tensor) -> tf.Tensor:
+    """The scalar batch loss divided by the replica count under a `tf.distribute` strategy.
+
+    Keras sums the replicas' gradients and so divides every replica's mean loss by the replica
+    count (and multiplies it back for the logged loss), but only for losses it reduces itself: a
+    loss that is already a scalar skips that step, which would make the gradient of a step the sum
+    of the replicas' gradients, not their mean. One replica (no strategy): unchanged.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1 or loss_object.reduction not in ("sum_over_batch_size", "mean",
+                                                      "mean_with_sample_weight"):
+        return loss
+    return loss * tf.cast(1.0 / replicas, loss.dtype)
+
+
 @keras.saving.register_keras_serializable(package="tinymatch")
 class TripletSemiHardLoss(keras.losses.Loss):
     """Semi-hard triplet loss, `tfa.losses.TripletSemiHardLoss` semantics in O(B^2) memory.
@@ -350,7 +367,8 @@ class TripletSemiHardLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
 
     def call(self, y_true, y_pred):
-        return triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric)
+        return _replica_share(self, triplet_semihard_loss(y_true, y_pred, self.margin,
+                                                          self.distance_metric))
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -387,7 +405,8 @@ class TripletHardLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
 
     def call(self, y_true, y_pred):
-        return triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+        return _replica_share(self, triplet_hard_loss(y_true, y_pred, self.margin, self.soft,
+                                                      self.distance_metric))
 
     def get_config(self) -> dict:
         config = super().get_config()

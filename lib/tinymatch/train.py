@@ -1,13 +1,15 @@
 """Training: P x K batches, triplet loss, checkpoints that survive being killed.
 
-`train(config, run_dir)` fills a run directory:
+`train(config, run_dir)` fills a run directory (file names: `tinymatch.rundir.RunDir`):
 
     config.json     the configuration (a re-run with the same training key resumes or is skipped)
+    environment.json  the versions and hardware of the run (`tinymatch.environment`)
     split.csv       the seeded split the model was trained and selected on
     history.csv     one row per epoch: loss, mining health, val AUC, learning rate, seconds
     model.keras     the best embedding model (by validation pair ROC AUC)
     siamese.keras   that model in a Siamese wrapper, threshold chosen on validation pairs
     training.json   summary: best epoch and AUC, threshold, epochs run, wall time, finished flag
+                    (or `finished: false` and `failed`: why the run stopped without a result)
     tensorboard/    TensorBoard logs (train loss, val AUC, mining stats per epoch)
     checkpoints/    last/ = the compiled training model (optimizer state included) + state.json
 
@@ -21,33 +23,47 @@ Whenever the training model is rebuilt (a phase change, or the end of the frozen
 classifier's weights carry over to the new one if it has a classifier too.
 
 After every epoch the checkpoint directory is replaced atomically, so killing the process at any
-moment and re-running the same command continues after the last completed epoch.
+moment and re-running the same command continues after the last completed epoch. A run holds the
+run directory's lock for its whole length (a second run into it fails at once, naming the holder)
+and first removes the temporaries a killed run left behind. A loss that becomes NaN or infinite
+stops the run: it is marked failed in training.json, and the last good checkpoint and best model
+are kept. Under a `tf.distribute` strategy (`config.strategy`, see `tinymatch.distribute`) every
+replica trains on its own P x K batch, and only the chief writes the run directory.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tinymatch import augment as augment_module
-from tinymatch import data, losses
+from tinymatch import data, distribute, losses, rundir
+from tinymatch.callbacks import EpochBookkeeping, EpochEvaluation, StopOnNonFiniteLoss
 from tinymatch.config import Config
-from tinymatch.io_utils import atomic_path, atomic_write_text, read_json, write_json
+from tinymatch.environment import environment_info
+from tinymatch.io_utils import atomic_path, read_json, write_json
+from tinymatch.metrics import choose_threshold, pair_distances
+from tinymatch.model import (CosineClassifier, backbone_of, build_embedding_model,
+                             build_flip_averaged_model, build_siamese_model, load_model)
+from tinymatch.model_files import save_model, store_weights_at_half_precision  # noqa: F401 (re-export)
+from tinymatch.pairs import make_pairs
+from tinymatch.rundir import RunDir, read_history
 
 VAL_SELECTION_IMAGES = 2000  # val images embedded after every epoch to pick the best checkpoint
 WARMUP_LOGIT_SCALE = 16.0  # cosine-softmax temperature of the warm-up classifier (NormFace)
-HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "active_fraction",
-                   "mean_positive_distance", "mean_negative_distance", "val_auc", "lr", "seconds")
 
 
 class ConfigMismatchError(ValueError):
     """The run directory holds a training with a different configuration."""
+
+
+class TrainingFailedError(ValueError):
+    """The run stopped without a usable result (e.g. its loss became non-finite)."""
 
 
 @dataclass
@@ -65,24 +81,35 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
 
     dataset: a `tinymatch.data.Dataset` (default: `data.load_dataset_for(config)`).
     callbacks: extra Keras callbacks for every epoch's `fit` (e.g. to stop from a notebook).
+    Raises `rundir.RunLockedError` when another process trains into `run_dir`, and
+    `TrainingFailedError` when the loss becomes non-finite (the run is marked failed).
     """
-    run_dir = Path(run_dir)
-    if is_finished(run_dir, config):
-        return _finished_result(run_dir)
-    _check_resumable(run_dir, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy())
-    try:
-        keras.utils.set_random_seed(config.seed)
-        session = _Session(config, run_dir, dataset, progress, list(callbacks))
-        session.run()
-        return session.finish(started)
-    finally:
+    # First, before any other TensorFlow work: logical devices and collective ops (multi-worker)
+    # can only be set up before TensorFlow initialises its runtime.
+    strategy = distribute.make_strategy(config)
+    run_dir = distribute.worker_dir(run_dir, strategy)  # the chief's is the run directory
+    with rundir.locked(run_dir):
+        rundir.remove_leftovers(run_dir)  # under the lock: whoever left them is dead
+        if is_finished(run_dir, config):
+            return _finished_result(run_dir)
+        _check_resumable(run_dir, config)
+        write_json(RunDir(run_dir).environment, environment_info())
+        started = time.time()
         if config.mixed_precision:
-            keras.mixed_precision.set_global_policy("float32")
+            keras.mixed_precision.set_global_policy(mixed_precision_policy())
+        try:
+            keras.utils.set_random_seed(config.seed)
+            session = _Session(config, run_dir, dataset, progress, list(callbacks), strategy)
+            session.run()
+            if session.failure:
+                session.mark_failed(started)
+                raise TrainingFailedError(
+                    f"{run_dir}: training failed: {session.failure}; kept the last good checkpoint "
+                    f"(epoch {session.state.get('epoch', 0)}) and best model")
+            return session.finish(started)
+        finally:
+            if config.mixed_precision:
+                keras.mixed_precision.set_global_policy("float32")
 
 
 def mixed_precision_policy() -> str:
@@ -92,50 +119,38 @@ def mixed_precision_policy() -> str:
     with AVX512-BF16 or AMX (see benchmarks/README.md for what it gains here). Variables, the
     loss and the unit-norm embedding stay float32 either way.
     """
-    import tensorflow as tf
-
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 def is_finished(run_dir, config: Config) -> bool:
     """True when `run_dir` holds a finished training of a config with the same training key."""
-    run_dir = Path(run_dir)
-    summary = run_dir / "training.json"
-    needed = [run_dir / name for name in ("config.json", "model.keras", "siamese.keras")]
-    if not summary.is_file() or not all(p.is_file() for p in needed):
+    paths = RunDir(run_dir)
+    if not all(p.is_file() for p in (paths.training, paths.config, paths.model, paths.siamese)):
         return False
     try:
-        saved = Config.load(run_dir / "config.json")
-        finished = read_json(summary).get("finished", False)
+        saved = Config.load(paths.config)
+        finished = read_json(paths.training).get("finished", False)
     except (ValueError, FileNotFoundError):
         return False
     return bool(finished) and saved.training_key() == config.training_key()
-
-
-def read_history(run_dir) -> list[dict]:
-    """history.csv as a list of dicts (numbers as floats)."""
-    path = Path(run_dir) / "history.csv"
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open() as handle:
-        for row in csv.DictReader(handle):
-            rows.append({k: _maybe_float(v) for k, v in row.items()})
-    return rows
 
 
 # --------------------------------------------------------------------------------------------------
 # One training session (fresh or resumed)
 
 class _Session:
-    def __init__(self, config, run_dir, dataset, progress, extra_callbacks):
+    def __init__(self, config, run_dir, dataset, progress, extra_callbacks, strategy):
         self.config = config
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
+        self.paths = RunDir(run_dir)
         self.progress = progress
         self.extra_callbacks = extra_callbacks
+        self.strategy = strategy
+        self.failure = ""  # why the run stopped without a result (set by StopOnNonFiniteLoss)
         self.dataset = dataset if dataset is not None else data.load_dataset_for(config, progress=progress)
-        self.splits = self._splits()
-        config.save(run_dir / "config.json")
+        # Resuming: keep exactly the split the checkpoint was trained on.
+        self.splits = data.run_splits(run_dir, self.dataset, config, save=True)
+        config.save(self.paths.config)
 
         train_idx = self.splits.indices(config.protocol, "train")
         val_idx = self.splits.indices(config.protocol, "val")
@@ -145,9 +160,14 @@ class _Session:
         self.train_indices = np.sort(np.asarray(train_idx, dtype=np.int64))
         self.train_labels = np.asarray(self.dataset.labels[self.train_indices], dtype=np.int32)
         self.val_images, self.val_labels = self._val_selection(val_idx)
-        self.val_pairs = _val_pairs(self.val_labels, config.max_positive_pairs, config.seed)
-        batch = config.classes_per_batch * config.images_per_class
-        self.steps_per_epoch = config.steps_per_epoch or max(1, len(self.train_indices) // batch)
+        # The evaluation's pair sampler: a training run's val AUC is the evaluation's quantity.
+        self.val_pairs = make_pairs(self.val_labels, max_positive_pairs=config.max_positive_pairs,
+                                    seed=config.seed)
+        # Every replica trains on its own P x K batch (tinymatch.distribute): a step sees
+        # replicas x P x K images, and the default epoch is one pass over the training images.
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = self.replicas * config.classes_per_batch * config.images_per_class
+        self.steps_per_epoch = config.steps_per_epoch or max(1, len(self.train_indices) // self.global_batch)
         self.total_epochs = config.warmup_epochs + config.epochs
         self.class_lookup = _class_lookup(self.train_labels)
         # XLA has no kernel for the image transform op: with jit_compile, augment in tf.data.
@@ -156,10 +176,6 @@ class _Session:
         self.state = _load_state(run_dir)
 
     # ---- data ------------------------------------------------------------------------------------
-    def _splits(self):
-        # Resuming: keep exactly the split the checkpoint was trained on.
-        return data.run_splits(self.run_dir, self.dataset, self.config, save=True)
-
     def _val_selection(self, val_idx):
         rng = np.random.default_rng(self.config.seed)
         chosen = np.sort(rng.permutation(val_idx)[:VAL_SELECTION_IMAGES])
@@ -167,15 +183,20 @@ class _Session:
                 np.asarray(self.dataset.labels[chosen]))
 
     def _batches(self, phase, epoch):
-        import tensorflow as tf
+        """The input of one `fit`: a P x K batch per replica and step."""
+        return distribute.distribute_batches(
+            self.strategy, lambda pipeline: self._replica_batches(phase, epoch, pipeline))
 
+    def _replica_batches(self, phase, epoch, pipeline):
         c = self.config
-        # Seeded by the epoch the fit starts at: a resumed run sees fresh (and reproducible) batches.
+        # Seeded by the epoch the fit starts at: a resumed run sees fresh (and reproducible)
+        # batches; each input pipeline (worker) draws its own.
         ds = data.pk_dataset(self.dataset.images, self.dataset.labels,
-                                classes_per_batch=c.classes_per_batch,
-                                images_per_class=c.images_per_class, seed=c.seed + epoch,
-                                augment=self.pipeline_augmentation, repeat=True,
-                                indices=self.train_indices)
+                             classes_per_batch=c.classes_per_batch,
+                             images_per_class=c.images_per_class,
+                             seed=distribute.pipeline_seed(c.seed + epoch, pipeline),
+                             augment=self.pipeline_augmentation, repeat=True,
+                             indices=self.train_indices)
         if phase == "triplet" and not self._joint_triplet_phase():
             return ds
         lookup = tf.constant(self.class_lookup)
@@ -193,14 +214,14 @@ class _Session:
     def _probe_batch(self):
         """A fixed P x K batch on which the mining health is measured after every epoch."""
         ds = data.pk_dataset(self.dataset.images, self.dataset.labels,
-                                classes_per_batch=self.config.classes_per_batch,
-                                images_per_class=self.config.images_per_class,
-                                seed=self.config.seed, augment=None, repeat=False,
-                                indices=self.train_indices)
+                             classes_per_batch=self.config.classes_per_batch,
+                             images_per_class=self.config.images_per_class,
+                             seed=self.config.seed, augment=None, repeat=False,
+                             indices=self.train_indices)
         images, labels = next(iter(ds))
         return images.numpy(), labels.numpy()
 
-    # ---- models ----------------------------------------------------------------------------------
+    # ---- models (built under the strategy's scope, in `run`) --------------------------------------
     def _segment(self, epoch):
         """(phase, frozen): the optimizer is rebuilt whenever it changes."""
         phase = "warmup" if epoch < self.config.warmup_epochs else "triplet"
@@ -212,8 +233,6 @@ class _Session:
     def _build_training_model(self, embedding, segment, previous=None):
         """The compiled model of `segment`; `previous` (the last segment's training model) hands
         over its classifier when both have one (`_carry_over_classifier`)."""
-        from tinymatch.model import backbone_of
-
         phase, frozen = segment
         c = self.config
         backbone_of(embedding).trainable = not frozen
@@ -245,8 +264,6 @@ class _Session:
 
     def _warmup_head(self, embeddings):
         """(class scores, loss) of the warm-up classifier that config.warmup_head names."""
-        from tinymatch.model import CosineClassifier
-
         classes = int(self.class_lookup.max()) + 1
         if self.config.warmup_head == "cosface":
             cosines = CosineClassifier(classes, dtype="float32", name="classifier")(embeddings)
@@ -259,12 +276,9 @@ class _Session:
 
     def _restore_or_build(self, epoch):
         """The compiled training model for `epoch`: from the checkpoint when it is the same segment."""
-        from tinymatch.model import build_embedding_model, load_model
-
         segment = self._segment(epoch)
-        checkpoint = self.run_dir / "checkpoints" / "last" / "training.keras"
-        if self.state and checkpoint.is_file():
-            restored = load_model(checkpoint, compile=True)
+        if self.state and self.paths.checkpoint_model.is_file():
+            restored = load_model(self.paths.checkpoint_model, compile=True)
             if tuple(self.state["segment"]) == segment:
                 return restored, restored.get_layer("embedding")
             embedding = restored.get_layer("embedding")
@@ -282,11 +296,18 @@ class _Session:
         self.best_auc = self.state.get("best_auc", float("-inf"))
         self.best_epoch = self.state.get("best_epoch", -1)
         self.stopped_early = bool(self.state.get("stopped_early", False))
+        distribute.check_workers_agree(self.strategy, start_epoch, "the epoch to resume from")
         if start_epoch >= self.total_epochs or self.stopped_early:
             return
         probe = self._probe_batch()
+        # Model, optimizer, metrics and checkpoint restore all under the strategy's scope, so
+        # their variables are mirrored across replicas (the default strategy: one device).
+        with self.strategy.scope():
+            self._fit_segments(start_epoch, probe)
+
+    def _fit_segments(self, start_epoch, probe):
         model, embedding = self._restore_or_build(start_epoch)
-        tensorboard = keras.callbacks.TensorBoard(str(self.run_dir / "tensorboard"), write_graph=False,
+        tensorboard = keras.callbacks.TensorBoard(str(self.paths.tensorboard), write_graph=False,
                                                   update_freq="epoch", profile_batch=0)
         epoch = start_epoch
         previous = None
@@ -300,16 +321,20 @@ class _Session:
             end = epoch
             while end < self.total_epochs and self._segment(end) == segment:
                 end += 1
-            evaluation = _EpochEvaluation(self, embedding, probe, model)
-            bookkeeping = _EpochBookkeeping(self, embedding, model, segment, evaluation)
+            batches = self._batches(segment[0], epoch)
+            distribute.prepare_fit(model, self.strategy,
+                                   self._replica_batches(segment[0], epoch, 0).element_spec)
+            evaluation = EpochEvaluation(self, embedding, probe, model)
+            bookkeeping = EpochBookkeeping(self, embedding, model, segment, evaluation)
             # Extra callbacks run after the evaluation (they see val_auc) and before the epoch's
             # checkpoint (a callback that interrupts the run loses only the unfinished epoch).
-            model.fit(self._batches(segment[0], epoch), initial_epoch=epoch, epochs=end,
+            model.fit(batches, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=self.steps_per_epoch, shuffle=False,
                       verbose=1 if self.progress else 0,
-                      callbacks=[evaluation, *self.extra_callbacks, bookkeeping, tensorboard])
-            if len(self.history) == epoch or model.stop_training:
-                break  # stopped by a callback (early stopping, or a user's callback)
+                      callbacks=[StopOnNonFiniteLoss(self), evaluation, *self.extra_callbacks,
+                                 bookkeeping, tensorboard])
+            if len(self.history) == epoch or model.stop_training or self.failure:
+                break  # stopped by a callback (early stopping, a user's callback, a NaN loss)
             epoch = len(self.history)
             previous, model = model, None
 
@@ -317,8 +342,6 @@ class _Session:
         """What model.keras holds: the embedding, flip-averaged when config.test_time_flip."""
         if not self.config.test_time_flip:
             return embedding
-        from tinymatch.model import build_flip_averaged_model
-
         cached = getattr(self, "_inference", None)
         if cached is None or cached[0] is not embedding:
             self._inference = (embedding, build_flip_averaged_model(embedding))
@@ -333,10 +356,10 @@ class _Session:
         epoch = len(self.history)  # 0-based index of the epoch that just ended
         row.update(epoch=epoch + 1, phase=segment[0])
         self.history.append(row)
-        never_saved = not (self.run_dir / "model.keras").is_file()
+        never_saved = not self.paths.model.is_file()
         if row["val_auc"] > self.best_auc or never_saved:  # (NaN AUC: keep something)
             self.best_auc, self.best_epoch = row["val_auc"], epoch + 1
-            _save_model(self.inference_model(embedding), self.run_dir / "model.keras")
+            save_model(self.inference_model(embedding), self.paths.model)
         wait = self.triplet_epochs_without_gain()
         self.stopped_early = (c.early_stopping_patience > 0 and segment[0] == "triplet"
                               and wait >= c.early_stopping_patience)
@@ -358,92 +381,46 @@ class _Session:
 
     def _checkpoint(self, model, epochs_done, segment):
         """history.csv, then checkpoints/last/ (model + state) replaced in one atomic rename."""
-        _write_history(self.run_dir / "history.csv", self.history)
+        rundir.write_history(self.run_dir, self.history)
         state = dict(epoch=epochs_done, segment=list(segment), best_auc=self.best_auc,
                      best_epoch=self.best_epoch, stopped_early=self.stopped_early)
-        with atomic_path(self.run_dir / "checkpoints" / "last") as tmp:
+        with atomic_path(self.paths.checkpoint) as tmp:
             tmp.mkdir()
-            model.save(tmp / "training.keras")
-            write_json(tmp / "state.json", state)
+            model.save(tmp / self.paths.checkpoint_model.name)
+            write_json(tmp / self.paths.checkpoint_state.name, state)
         self.state = state
 
-    def finish(self, started) -> TrainResult:
-        """Siamese model with the threshold chosen on val pairs; summary file; the result."""
-        from tinymatch.model import build_siamese_model, load_model
-
-        best = load_model(self.run_dir / "model.keras")
-        embeddings = best.predict(self.val_images, batch_size=self.config.eval_batch_size, verbose=0)
-        from tinymatch.metrics import choose_threshold, pair_distances
-
-        distances = pair_distances(embeddings, self.val_pairs, self.config.distance_metric)
-        threshold = float(choose_threshold(distances, self.val_pairs.same, self.config.threshold_method,
-                                           self.config.target_far))
-        siamese = build_siamese_model(best, threshold, self.config.distance_metric)
-        _save_model(siamese, self.run_dir / "siamese.keras", clone=False)
+    def _summary(self, started) -> dict:
         # Epoch times survive interruptions (history.csv); add this session's overhead on top.
         epoch_seconds = sum(float(row.get("seconds") or 0) for row in self.history)
         session_epochs = sum(float(row.get("seconds") or 0) for row in self.history[self.first_epoch:])
         overhead = max(0.0, time.time() - started - session_epochs)
-        write_json(self.run_dir / "training.json", dict(
-            finished=True, best_val_auc=self.best_auc, best_epoch=self.best_epoch,
-            epochs_run=len(self.history), stopped_early=self.stopped_early, threshold=threshold,
-            threshold_method=self.config.threshold_method, steps_per_epoch=self.steps_per_epoch,
-            train_images=len(self.train_indices), val_selection_images=len(self.val_images),
-            val_pairs=len(self.val_pairs),
+        return dict(
+            best_val_auc=self.best_auc, best_epoch=self.best_epoch, epochs_run=len(self.history),
+            stopped_early=self.stopped_early, threshold_method=self.config.threshold_method,
+            steps_per_epoch=self.steps_per_epoch, train_images=len(self.train_indices),
+            val_selection_images=len(self.val_images), val_pairs=len(self.val_pairs),
+            strategy=self.config.strategy, replicas=self.replicas, global_batch=self.global_batch,
             dtype_policy=keras.mixed_precision.global_policy().name,
-            epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1)))
+            epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1))
+
+    def mark_failed(self, started):
+        """training.json says the run failed and why; nothing else is touched."""
+        write_json(self.paths.training, dict(self._summary(started), finished=False,
+                                             failed=self.failure))
+
+    def finish(self, started) -> TrainResult:
+        """Siamese model with the threshold chosen on val pairs; summary file; the result."""
+        best = load_model(self.paths.model)
+        embeddings = best.predict(self.val_images, batch_size=self.config.eval_batch_size, verbose=0)
+        distances = pair_distances(embeddings, self.val_pairs, self.config.distance_metric)
+        threshold = float(choose_threshold(distances, self.val_pairs.same, self.config.threshold_method,
+                                           self.config.target_far))
+        siamese = build_siamese_model(best, threshold, self.config.distance_metric)
+        save_model(siamese, self.paths.siamese, clone=False)
+        write_json(self.paths.training, dict(self._summary(started), finished=True,
+                                             threshold=threshold))
         return TrainResult(self.run_dir, self.history, self.best_auc)
-
-
-class _EpochEvaluation(keras.callbacks.Callback):
-    """Adds val_auc, the learning rate and mining stats (on a fixed batch) to the epoch logs.
-
-    Running before the TensorBoard callback, its values land in TensorBoard too.
-    """
-
-    def __init__(self, session, embedding, probe, training_model):
-        super().__init__()
-        self.session, self.embedding, self.probe = session, embedding, probe
-        self.training_model = training_model
-        self.row = {}
-        self.began = time.time()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.began = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        s, c = self.session, self.session.config
-        embeddings = s.inference_model(self.embedding).predict(
-            s.val_images, batch_size=c.eval_batch_size, verbose=0)
-        val_auc = _val_auc(embeddings, s.val_pairs, c.distance_metric)
-        probe_embeddings = self.embedding(self.probe[0], training=False)
-        stats = losses.mining_stats(self.probe[1], probe_embeddings, c.margin,
-                                    distance_metric=c.distance_metric)
-        lr = float(np.asarray(self.training_model.optimizer.learning_rate))
-        logs.update(val_auc=val_auc, lr=lr, **{k: float(np.asarray(v)) for k, v in stats.items()})
-        # With the classification loss kept on, `loss` stays the triplet loss (comparable with
-        # the other runs'); the classifier's accuracy shows the head still learning.
-        self.row = dict(loss=float(logs.get("embedding_loss", logs.get("loss", np.nan))),
-                        accuracy=float(logs.get("accuracy", logs.get("classifier_accuracy", np.nan))),
-                        active_fraction=logs["active_fraction"],
-                        mean_positive_distance=logs["mean_positive_distance"],
-                        mean_negative_distance=logs["mean_negative_distance"],
-                        val_auc=val_auc, lr=lr, seconds=round(time.time() - self.began, 2))
-
-
-class _EpochBookkeeping(keras.callbacks.Callback):
-    """Hands each finished epoch's row to the session (best model, early stopping, checkpoint)."""
-
-    def __init__(self, session, embedding, training_model, segment, evaluation):
-        super().__init__()
-        self.session, self.embedding, self.training_model = session, embedding, training_model
-        self.segment, self.evaluation = segment, evaluation
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = dict(self.evaluation.row)
-        if self.session.end_epoch(self.embedding, self.training_model, self.segment, row):
-            self.training_model.stop_training = True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,92 +463,13 @@ def _class_lookup(labels):
     return lookup
 
 
-def _val_pairs(labels, max_positive_pairs, seed):
-    """A fixed, seeded set of pairs: up to N positives and as many negatives."""
-    from tinymatch.evaluate import Pairs
-
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    first, second = np.triu_indices(len(labels), k=1)
-    same = labels[first] == labels[second]
-    positives = np.flatnonzero(same)
-    negatives = np.flatnonzero(~same)
-    count = min(max_positive_pairs, len(positives), len(negatives))
-    if count == 0:
-        raise ValueError("the validation part has no positive or no negative pairs "
-                         "(need >= 2 images in some class and >= 2 classes)")
-    chosen = np.concatenate([rng.choice(positives, count, replace=False),
-                             rng.choice(negatives, count, replace=False)])
-    return Pairs(first[chosen], second[chosen], same[chosen])
-
-
-def _val_auc(embeddings, pairs, metric):
-    """ROC AUC of the validation pairs; NaN when the embedding has diverged to non-finite values."""
-    from tinymatch.metrics import pair_distances, roc_auc
-
-    distances = pair_distances(embeddings, pairs, metric)
-    return roc_auc(distances, pairs.same) if np.all(np.isfinite(distances)) else float("nan")
-
-
-def _save_model(model, path, clone=True):
-    """Atomically save an uncompiled copy (the file never holds a half-written or compiled model)."""
-    if clone:  # one tensor, not a one-element list: callers pass a tensor
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
-        model = keras.Model(inputs, outputs, name=model.name)
-    with atomic_path(path) as tmp:
-        stored = tmp.with_suffix(".keras")  # keras insists on the suffix
-        try:
-            model.save(stored)
-            _deflate_archive(stored, tmp)
-        finally:
-            stored.unlink(missing_ok=True)
-
-
-def _deflate_archive(source, target):
-    """Copy a .keras archive with its members deflated.
-
-    Keras writes the archive uncompressed; deflating shrinks float32 weights by about 10% (the
-    cpu profile's models from 5.2 to 4.7 MB, under the 5 MB a committed reference model may take).
-    `keras.saving.load_model` reads either form.
-    """
-    import zipfile
-
-    with zipfile.ZipFile(source) as original, \
-            zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as deflated:
-        for member in original.infolist():
-            deflated.writestr(member, original.read(member), compress_type=zipfile.ZIP_DEFLATED)
-
-
-def _write_history(path, rows):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _format(row.get(k, "")) for k in HISTORY_COLUMNS})
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _format(value):
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value
-
-
-def _maybe_float(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
 def _load_state(run_dir):
-    path = Path(run_dir) / "checkpoints" / "last" / "state.json"
+    path = RunDir(run_dir).checkpoint_state
     return read_json(path) if path.is_file() else {}
 
 
 def _check_resumable(run_dir, config):
-    saved_path = run_dir / "config.json"
+    saved_path = RunDir(run_dir).config
     if not saved_path.is_file():
         return
     saved = Config.load(saved_path)
@@ -583,44 +481,12 @@ def _check_resumable(run_dir, config):
 
 
 def _finished_result(run_dir):
-    summary = read_json(run_dir / "training.json")
-    return TrainResult(run_dir, read_history(run_dir), float(summary.get("best_val_auc", float("nan"))))
+    summary = read_json(RunDir(run_dir).training)
+    return TrainResult(Path(run_dir), read_history(run_dir),
+                       float(summary.get("best_val_auc", float("nan"))))
 
 
-def store_weights_at_half_precision(run_dir) -> dict:
-    """Round the weights of RUN_DIR/model.keras and siamese.keras to float16 precision, in place.
-
-    Why: the files stay float32 .keras archives that load and run as before, but every weight
-    then carries only float16's 11 significant bits, so the deflated archive shrinks by ~35% (the
-    `cpu` profile's models from 7.3 to 4.6 MB, under the 5 MB a committed reference model may
-    take). Embeddings move by ~1e-4. Run this before evaluating, so that every reported figure
-    is computed with the weights that are kept. Idempotent; returns {file: (bytes before, after)}.
-    """
-    from tinymatch.model import load_model
-
-    run_dir = Path(run_dir)
-    if (run_dir / "metrics.json").is_file():
-        raise ValueError(f"{run_dir / 'metrics.json'} exists: it was computed with the unrounded weights. "
-                         f"Round before evaluating (delete metrics.json, round, evaluate again).")
-    sizes = {}
-    for name in ("model.keras", "siamese.keras"):
-        path = run_dir / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: train the run first")
-        before = path.stat().st_size
-        model = load_model(path)
-        for weight in model.weights:
-            if np.dtype(weight.dtype) == np.float32:
-                weight.assign(np.asarray(weight.numpy(), np.float16).astype(np.float32))
-        _save_model(model, path, clone=name == "model.keras")
-        sizes[name] = (before, path.stat().st_size)
-    summary_path = run_dir / "training.json"
-    if summary_path.is_file():
-        summary = read_json(summary_path)
-        summary["stored_weight_precision"] = "float16 (rounded after training)"
-        write_json(summary_path, summary)
-    return sizes
-
-
+# read_history: re-exported for callers that know it from here (the reader lives in rundir).
+# store_weights_at_half_precision: the `tinymatch half-precision` command's (in model_files).
 __all__ = ["train", "is_finished", "read_history", "TrainResult", "ConfigMismatchError",
-           "store_weights_at_half_precision"]
+           "TrainingFailedError", "mixed_precision_policy", "store_weights_at_half_precision"]
