@@ -199,10 +199,9 @@ def test_match_and_evaluate_with_a_model_that_is_not_tinymatch(case, workspace, 
         model_file = BAD_MODEL_FILES[case](tmp_path, workspace["run"] / "siamese.keras")
     code, _, stderr = run_cli(capsys, "match", "--model", model_file, images / "red.png", images / "red.png")
     assert one_line_error(code, stderr, model_file) and "tinymatch" in stderr.split(":", 1)[1]
-    if case in ("keras_model_not_tinymatch", "foreign_module", "zip_not_keras"):  # evaluate reads it too
-        code, _, stderr = run_cli(capsys, "evaluate", "--model", model_file, "--data", workspace["data"],
-                                  "--split", "official-val")
-        assert one_line_error(code, stderr, model_file) and "is not a tinymatch model" in stderr
+    code, _, stderr = run_cli(capsys, "evaluate", "--model", model_file, "--data", workspace["data"],
+                              "--split", "official-val")
+    assert one_line_error(code, stderr, model_file) and "is not a tinymatch model" in stderr
 
 
 # --- a run evaluated on another copy of its dataset (issue 18) ------------------------------------

@@ -368,8 +368,9 @@ def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None,
     if split not in EVALUATION_SPLITS:
         raise ValueError(f"split={split!r}: must be one of {', '.join(EVALUATION_SPLITS)}")
     model_path = Path(model_path)
-    if not model_path.is_file():
+    if not model_path.exists():
         raise FileNotFoundError(f"model file not found: {model_path}")
+    model_module.check_model_archive(model_path)  # a file that is no model fails before the data loads
     run = RunDir(model_path.parent)
     config = _run_config(run, data)
     dataset = data_module.load_dataset_for(config, progress=progress)
