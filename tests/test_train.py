@@ -412,3 +412,26 @@ def test_a_second_run_into_a_busy_directory_fails_at_once(finished_run, tmp_path
         with pytest.raises(RunLockedError, match=f"process {os.getpid()}"):
             train(config, copy, progress=False)
     assert time.monotonic() - began < 30
+
+
+def test_gpu_profile_starts_offline_on_a_cpu(tmp_path, synthetic_dir):
+    """`tinymatch train --profile gpu` needs no download (from-scratch weights) and runs on a
+    machine without a GPU (mirrored over the CPU, bfloat16); a few steps on the synthetic data."""
+    import json
+
+    from tinymatch.cli import main
+
+    partial = tmp_path / "few_steps.json"  # the synthetic data's size, one step: the model is the gpu one
+    partial.write_text(json.dumps(dict(
+        max_classes=12, max_images_per_class=24, unseen_train_classes=8, classes_per_batch=6,
+        val_fraction=0.2, test_fraction=0.2, max_positive_pairs=300, eval_batch_size=64,
+        warmup_epochs=1, epochs=1, steps_per_epoch=1)))
+    run_dir = tmp_path / "run"
+    assert main(["-q", "train", "--profile", "gpu", "--data", str(synthetic_dir), "--config",
+                 str(partial), "--out", str(run_dir)]) == 0
+    paths = RunDir(run_dir)
+    saved = Config.load(paths.config)
+    assert saved.profile == "gpu" and saved.weights == "" and saved.strategy == "mirrored"
+    summary = json.loads(paths.training.read_text())
+    assert summary["finished"] and summary["dtype_policy"] == "mixed_bfloat16"
+    assert json.loads(paths.environment.read_text())  # versions and hardware recorded

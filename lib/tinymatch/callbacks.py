@@ -73,6 +73,7 @@ class EpochEvaluation(keras.callbacks.Callback):
         if s.failure:
             return  # diverged weights: nothing to measure
         logs = logs if logs is not None else {}
+        distribute.average_statistics(self.training_model, s.strategy)  # workers agree
         embeddings = distribute.embed(s.inference_model(self.embedding), s.val_images,
                                       c.eval_batch_size, s.strategy)
         auc = val_auc(embeddings, s.val_pairs, c.distance_metric)

@@ -223,6 +223,31 @@ def prepare_fit(model, strategy: tf.distribute.Strategy, element_spec) -> None:
     model.get_metrics_result = get_metrics_result
 
 
+def average_statistics(model, strategy: tf.distribute.Strategy) -> None:
+    """Multi-worker: set `model`'s non-trainable float variables (BatchNormalization's moving
+    statistics) to their mean over the workers. No-op for the other strategies.
+
+    Gradients are all-reduced, but the moving statistics are updated by each worker from its own
+    batches, so the workers' copies drift apart. Averaged at the end of every epoch (every worker
+    calls this then), all workers evaluate, choose the best epoch, stop early and save the same model.
+    """
+    if not is_multi_worker(strategy):
+        return
+    variables = [v for v in model.non_trainable_variables
+                 if tf.as_dtype(v.dtype).is_floating]
+    if not variables:
+        return
+
+    @tf.function
+    def mean():
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+
+    averaged = strategy.experimental_local_results(strategy.run(mean))[0]
+    for variable, value in zip(variables, averaged):
+        variable.assign(value)
+
+
 def pipeline_seed(seed: int, pipeline_id: int) -> int:
     """The P x K sampler seed of an input pipeline (pipeline 0 keeps `seed`: one device unchanged)."""
     return seed + PIPELINE_SEED_STRIDE * pipeline_id
@@ -241,4 +266,4 @@ def embed(model, images, batch_size: int, strategy: tf.distribute.Strategy):
 
 
 __all__ = ["make_strategy", "configure_logical_cpus", "tf_config", "is_multi_worker",
-           "is_chief", "worker_dir", "distribute_batches", "check_workers_agree", "prepare_fit", "pipeline_seed", "embed"]
+           "is_chief", "worker_dir", "distribute_batches", "check_workers_agree", "prepare_fit", "average_statistics", "pipeline_seed", "embed"]
