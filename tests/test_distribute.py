@@ -263,3 +263,6 @@ def test_multi_worker_run_survives_a_killed_worker(tmp_path, synthetic_dataset, 
     assert [row["epoch"] for row in read_history(cluster.run_dir)] == [1, 2, 3], cluster.log_tail()
     assert json.loads(RunDir(cluster.run_dir).training.read_text())["finished"]
     _assert_workers_agree(cluster)
+    if cluster.starts[0] > 1:  # the chief stopped with its peer: one line that says what to do
+        log = (cluster.logs / "worker-0-1.log").read_text()
+        assert "a peer worker failed or restarted" in log and "Traceback" not in log, log[-3000:]

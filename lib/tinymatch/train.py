@@ -66,6 +66,10 @@ class TrainingFailedError(ValueError):
     """The run stopped without a usable result (e.g. its loss became non-finite)."""
 
 
+class WorkerLostError(ValueError):
+    """Multi-worker: a peer died or restarted mid-run; this worker must be started again too."""
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -100,7 +104,15 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
         try:
             keras.utils.set_random_seed(config.seed)
             session = _Session(config, run_dir, dataset, progress, list(callbacks), strategy)
-            session.run()
+            try:
+                session.run()
+            except (tf.errors.AbortedError, tf.errors.UnavailableError) as err:
+                if not distribute.is_multi_worker(strategy):
+                    raise
+                reason = str(err.message).strip().splitlines()[0][:300]
+                raise WorkerLostError(
+                    f"{run_dir}: a peer worker failed or restarted ({reason}); start every stopped "
+                    f"worker again with the same command: they resume from the last epoch") from None
             if session.failure:
                 session.mark_failed(started)
                 raise TrainingFailedError(
@@ -149,7 +161,7 @@ class _Session:
         self.failure = ""  # why the run stopped without a result (set by StopOnNonFiniteLoss)
         self.dataset = dataset if dataset is not None else data.load_dataset_for(config, progress=progress)
         # Resuming: keep exactly the split the checkpoint was trained on.
-        self.splits = data.run_splits(run_dir, self.dataset, config, save=True)
+        self.splits = rundir.run_splits(run_dir, self.dataset, config, save=True)
         config.save(self.paths.config)
 
         train_idx = self.splits.indices(config.protocol, "train")
@@ -489,4 +501,4 @@ def _finished_result(run_dir):
 # read_history: re-exported for callers that know it from here (the reader lives in rundir).
 # store_weights_at_half_precision: the `tinymatch half-precision` command's (in model_files).
 __all__ = ["train", "is_finished", "read_history", "TrainResult", "ConfigMismatchError",
-           "TrainingFailedError", "mixed_precision_policy", "store_weights_at_half_precision"]
+           "TrainingFailedError", "WorkerLostError", "mixed_precision_policy", "store_weights_at_half_precision"]
