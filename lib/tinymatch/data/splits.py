@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinymatch.config import TRAINING_PROTOCOLS
+from tinymatch.config import TRAINING_PROTOCOLS, part_sizes, unseen_class_counts, unseen_train_class_count
 from tinymatch.data.dataset import Dataset
 from tinymatch.data.errors import DataError
 from tinymatch.data.index import SUBSETS
@@ -156,19 +156,6 @@ class Splits:
                    paths=list(dataset.paths), wnids=list(dataset.wnids))
 
 
-def _part_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    """(val, test) counts out of `count`, keeping at least one for train (and one each if >= 3)."""
-    val, test = round(val_fraction * count), round(test_fraction * count)
-    if count >= 3:
-        val, test = max(val, 1), max(test, 1)
-    while val + test >= count and (val or test):
-        if val >= test:
-            val -= 1
-        else:
-            test -= 1
-    return val, test
-
-
 def make_splits(dataset: Dataset, *, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.1,
                 unseen_train_classes: int = 150) -> Splits:
     """Seeded splits of the official train images into the 'seen' and 'unseen' protocols.
@@ -193,7 +180,7 @@ def make_splits(dataset: Dataset, *, seed: int, val_fraction: float = 0.1, test_
     rng = np.random.default_rng([seed, 0])
     for label in classes:
         members = rng.permutation(np.flatnonzero(candidates & (dataset.labels == label)))
-        val, test = _part_sizes(len(members), val_fraction, test_fraction)
+        val, test = part_sizes(len(members), val_fraction, test_fraction)
         seen[members[:val]] = "val"
         seen[members[val:val + test]] = "test"
         seen[members[val + test:]] = "train"
@@ -201,11 +188,9 @@ def make_splits(dataset: Dataset, *, seed: int, val_fraction: float = 0.1, test_
     unseen = np.full(len(dataset), "", dtype="<U5")
     order = np.random.default_rng([seed, 1]).permutation(classes)
     held_out = order[unseen_train_classes:]
-    minimum = 2 if len(held_out) >= 4 else 1
     # The held-out classes are shared between val and test in the ratio val:test of the fractions
     # (the defaults give 25 + 25 of 50): enough classes on both sides for a stable threshold.
-    val_share = val_fraction / (val_fraction + test_fraction)
-    val_classes = min(max(round(val_share * len(held_out)), minimum), len(held_out) - 1)
+    _, val_classes, _ = unseen_class_counts(len(classes), unseen_train_classes, val_fraction, test_fraction)
     for part, part_classes in (("train", order[:unseen_train_classes]),
                                ("val", held_out[:val_classes]), ("test", held_out[val_classes:])):
         unseen[candidates & np.isin(dataset.labels, part_classes)] = part
@@ -221,9 +206,8 @@ def make_splits_for(dataset: Dataset, config) -> Splits:
     and a warning is logged.
     """
     classes = len(np.unique(dataset.labels[(dataset.subsets == "train") & (dataset.labels >= 0)]))
-    train_classes = config.unseen_train_classes
-    if train_classes > classes - 2:
-        train_classes = max(1, min(classes - 2, round(classes * 0.75)))
+    train_classes = unseen_train_class_count(classes, config.unseen_train_classes)
+    if train_classes != config.unseen_train_classes:
         logger.warning("unseen_train_classes=%d does not fit %d classes; using %d",
                        config.unseen_train_classes, classes, train_classes)
     return make_splits(dataset, seed=config.seed, val_fraction=config.val_fraction,
