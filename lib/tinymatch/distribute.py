@@ -194,14 +194,14 @@ def check_workers_agree(strategy: tf.distribute.Strategy, value: int, what: str)
                          f"{total / count:g}); restart every worker from the same backups")
 
 
-def prepare_fit(model, strategy: tf.distribute.Strategy, element_spec) -> None:
+def prepare_fit(model, strategy: tf.distribute.Strategy, element_spec: Callable[[], object]) -> None:
     """Multi-worker: work around two Keras 3 bugs of `fit` under MultiWorkerMirroredStrategy
     (tensorflow/tensorflow#72388). No-op for the other strategies.
 
     1. `fit` first reduces one distributed batch across the workers only to learn its shapes,
        and that reduce of an (images, labels) pair fails ("Attempt to convert a value
-       (PerReplica...) to a Tensor"). The shapes are known (`element_spec`): build from them and
-       skip that step on this model.
+       (PerReplica...) to a Tensor"). The shapes are known (`element_spec()`: one replica's
+       batch spec): build from them and skip that step on this model.
     2. Every step, the metrics are averaged across workers with `reduce("MEAN", v, axis=0)`,
        which fails for scalars ("Invalid reduction dimension 0 for input with 0 dimensions").
        Inside the replicas the metrics are handed over as 1-element vectors, whose mean along
@@ -210,7 +210,7 @@ def prepare_fit(model, strategy: tf.distribute.Strategy, element_spec) -> None:
     if not is_multi_worker(strategy):
         return
     with strategy.scope():
-        model._symbolic_build(data_batch=element_spec)
+        model._symbolic_build(data_batch=element_spec())
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     metrics_result = model.get_metrics_result
 

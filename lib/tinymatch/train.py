@@ -334,8 +334,8 @@ class _Session:
             while end < self.total_epochs and self._segment(end) == segment:
                 end += 1
             batches = self._batches(segment[0], epoch)
-            distribute.prepare_fit(model, self.strategy,
-                                   self._replica_batches(segment[0], epoch, 0).element_spec)
+            distribute.prepare_fit(model, self.strategy, lambda: self._replica_batches(
+                segment[0], epoch, 0).element_spec)
             evaluation = EpochEvaluation(self, embedding, probe, model)
             bookkeeping = EpochBookkeeping(self, embedding, model, segment, evaluation)
             # Extra callbacks run after the evaluation (they see val_auc) and before the epoch's
@@ -498,7 +498,6 @@ def _finished_result(run_dir):
                        float(summary.get("best_val_auc", float("nan"))))
 
 
-# read_history: re-exported for callers that know it from here (the reader lives in rundir).
-# store_weights_at_half_precision: the `tinymatch half-precision` command's (in model_files).
-__all__ = ["train", "is_finished", "read_history", "TrainResult", "ConfigMismatchError",
-           "TrainingFailedError", "WorkerLostError", "mixed_precision_policy", "store_weights_at_half_precision"]
+# store_weights_at_half_precision: re-exported for `tinymatch half-precision` (lives in model_files).
+__all__ = ["train", "is_finished", "TrainResult", "ConfigMismatchError", "TrainingFailedError",
+           "WorkerLostError", "mixed_precision_policy", "store_weights_at_half_precision"]
