@@ -39,9 +39,14 @@ the system's temporary directory, keyed by the run directory and the worker's in
 folder is its Keras `BackupAndRestore`-style backup, so a worker that dies and is started again
 with the same command (on the same machine) resumes from its last completed epoch, like the
 chief does from the run directory. When a worker dies, the others' collective operations fail
-(TensorFlow's MultiWorkerMirroredStrategy cannot shrink a cluster): every worker that stopped
-is started again with the same command, and they continue together after the last epoch they
-all completed.
+(TensorFlow's MultiWorkerMirroredStrategy cannot shrink a cluster; `train` then ends with a
+one-line `WorkerLostError`): every worker that stopped is started again with the same command,
+and they continue from their backups. The workers first check that they all resume from the
+same epoch (`check_workers_agree`); a worker killed in the moment between the chief's backup of
+an epoch and its own would disagree, which is a clear error, not a hang. At the end of every
+epoch the workers average their BatchNormalization statistics (`average_statistics`), so they
+evaluate, keep and stop on the same model. `prepare_fit` works around two Keras 3 bugs of `fit`
+under this strategy (tensorflow/tensorflow#72388).
 """
 
 from __future__ import annotations
