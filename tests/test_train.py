@@ -6,6 +6,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from interrupts import Interrupt, KillAfterEpoch
 
 from tinymatch import callbacks as callbacks_module
 from tinymatch import losses, rundir
@@ -18,29 +19,13 @@ from tinymatch.train import ConfigMismatchError, TrainingFailedError, _optimizer
 RUN_FILES = ("config", "history", "model", "siamese", "split", "training", "environment")
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _KillAfterEpoch(keras.callbacks.Callback):
-    """Raises at the end of the given (0-based) epoch, before its checkpoint is written."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupt(f"killed in epoch {epoch + 1}")
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, synthetic_dir):
     """One smoke training, interrupted in epoch 2 and resumed (shared by the tests below)."""
     config = Config.from_profile("smoke", data=str(synthetic_dir), epochs=2, warmup_epochs=1)
     run_dir = tmp_path_factory.mktemp("run")
-    with pytest.raises(_Interrupt):
-        train(config, run_dir, progress=False, callbacks=[_KillAfterEpoch(1)])
+    with pytest.raises(Interrupt):
+        train(config, run_dir, progress=False, callbacks=[KillAfterEpoch(1)])
     interrupted = read_history(run_dir)
     result = train(config, run_dir, progress=False)
     return config, run_dir, interrupted, result
@@ -236,8 +221,8 @@ def test_cosface_warmup_resumes_from_its_checkpoint(tmp_path, synthetic_dir):
                                  steps_per_epoch=2, early_stopping_patience=0,
                                  warmup_head="cosface", warmup_margin=0.2, mixed_precision=True)
     run_dir = tmp_path / "run"
-    with pytest.raises(_Interrupt):
-        train(config, run_dir, progress=False, callbacks=[_KillAfterEpoch(1)])
+    with pytest.raises(Interrupt):
+        train(config, run_dir, progress=False, callbacks=[KillAfterEpoch(1)])
     checkpoint = load_model(run_dir / "checkpoints" / "last" / "training.keras", compile=True)
     assert type(checkpoint.get_layer("classifier")).__name__ == "CosineClassifier"
     assert checkpoint.loss.margin == pytest.approx(0.2)
@@ -285,8 +270,8 @@ def test_triplet_phase_can_keep_the_warmup_classifier(tmp_path, synthetic_dir,
     run_dir = tmp_path / "run"
     recorder = _ClassifierRecorder()
     if resumed_at_the_phase_change:
-        with pytest.raises(_Interrupt):  # killed in the first triplet epoch
-            train(config, run_dir, progress=False, callbacks=[recorder, _KillAfterEpoch(1)])
+        with pytest.raises(Interrupt):  # killed in the first triplet epoch
+            train(config, run_dir, progress=False, callbacks=[recorder, KillAfterEpoch(1)])
     train(config, run_dir, progress=False, callbacks=[recorder])
     _assert_same_weights(recorder.begins[-1], recorder.ends[0])  # triplet start == warm-up end
     checkpoint = load_model(run_dir / "checkpoints" / "last" / "training.keras", compile=True)

@@ -2,9 +2,9 @@
 
 import json
 
-import keras
 import matplotlib.figure
 import pytest
+from interrupts import Interrupt, KillAfterEpoch
 
 from tinymatch import rundir
 from tinymatch.config import Config
@@ -34,20 +34,6 @@ def tiny_study(name, config, study_dir, trials, dataset, **options):
     options.setdefault("trial_minutes", 0)
     return run_study(name, config, study_dir=study_dir, trials=trials, progress=False,
                      space=TINY_SPACE, dataset=dataset, **options)
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _KillAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupt(f"killed after epoch {epoch + 1}")
 
 
 # --- a study of three trials, run as 2 then resumed to 3 --------------------------------------------
@@ -186,9 +172,9 @@ def test_queued_trial_resumes_the_interrupted_training(tmp_path, synthetic_dir, 
                                 direction="maximize")
     interrupted = study.ask()
     params = suggest(interrupted, TINY_SPACE)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         train(trial_config(base, params), study_dir.trial_dir(0), dataset=synthetic_dataset,
-              progress=False, callbacks=[_KillAfterEpoch(1)])
+              progress=False, callbacks=[KillAfterEpoch(1)])
     first_epoch = rundir.read_history(study_dir.trial_dir(0))
     assert len(first_epoch) == 1
 
