@@ -37,8 +37,11 @@ system-packages:
 	  echo "chromium: not found; install Debian's 'chromium' package for the PDF report"; \
 	fi
 
+# Two pytest workers, a test file each (module fixtures stay shared within a file): alone the
+# suite keeps about one of the two cores busy (TensorFlow start-up, subprocesses, notebook kernels).
+TEST_WORKERS ?= 2
 test: $(BIN)/tinymatch
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 data: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || $(TM) download --data "$(DATA)"
