@@ -122,34 +122,34 @@ PROTOCOL_NAMES = {"seen": "seen classes", "unseen": "unseen classes", "official-
 LOSS_NAMES = {"semihard": "semi-hard triplet loss", "hard": "batch-hard triplet loss"}
 
 
+def _model_figures(metrics: Mapping[str, Any]):
+    """(protocol, model label, that model's figures) for every evaluated protocol and model."""
+    for protocol in protocols_in(metrics, official_val=True):
+        for model in MODEL_NAMES:
+            if model in metrics[protocol]:
+                yield protocol, MODEL_LABELS[model], metrics[protocol][model]
+
+
 def verification_table(metrics: Mapping[str, Any]) -> str:
     """Test-pair metrics of the trained model and the baselines for every protocol."""
     rows = []
-    for protocol in protocols_in(metrics, official_val=True):
-        for model in MODEL_NAMES:
-            if model not in metrics[protocol]:
-                continue
-            label = MODEL_LABELS[model]
-            test = metrics[protocol][model]["test"]
-            low, high = test.get("roc_auc_ci95", [float("nan")] * 2)
-            tar = test.get("tar_at_far", {})
-            rows.append([PROTOCOL_NAMES[protocol], label, test["num_pairs"], fmt(test["roc_auc"]),
-                         f"{fmt(low)} to {fmt(high)}", fmt(test["eer"]), fmt(tar.get("0.01")),
-                         percent(test["confusion"]["accuracy"])])
+    for protocol, label, figures in _model_figures(metrics):
+        test = figures["test"]
+        low, high = test.get("roc_auc_ci95", [float("nan")] * 2)
+        tar = test.get("tar_at_far", {})
+        rows.append([PROTOCOL_NAMES[protocol], label, test["num_pairs"], fmt(test["roc_auc"]),
+                     f"{fmt(low)} to {fmt(high)}", fmt(test["eer"]), fmt(tar.get("0.01")),
+                     percent(test["confusion"]["accuracy"])])
     return markdown_table(["test pairs of", "embedding", "pairs", "ROC AUC", "95% CI (bootstrap)", "EER",
                            "TAR at FAR 1%", "accuracy at threshold"], rows, align="llrrrrrr")
 
 
 def retrieval_table(metrics: Mapping[str, Any]) -> str:
     rows = []
-    for protocol in protocols_in(metrics, official_val=True):
-        for model in MODEL_NAMES:
-            if model not in metrics[protocol]:
-                continue
-            label = MODEL_LABELS[model]
-            retrieval = metrics[protocol][model]["retrieval"]
-            rows.append([PROTOCOL_NAMES[protocol], label, retrieval["num_queries"],
-                         fmt(retrieval["precision_at_1"]), fmt(retrieval["recall_at_k"]), fmt(retrieval["map_at_r"])])
+    for protocol, label, figures in _model_figures(metrics):
+        retrieval = figures["retrieval"]
+        rows.append([PROTOCOL_NAMES[protocol], label, retrieval["num_queries"],
+                     fmt(retrieval["precision_at_1"]), fmt(retrieval["recall_at_k"]), fmt(retrieval["map_at_r"])])
     return markdown_table(["test images of", "embedding", "queries", "precision@1", f"recall@{retrieval_k(metrics)}",
                            "MAP@R"], rows, align="llrrrr")
 
