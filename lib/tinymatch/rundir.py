@@ -159,18 +159,6 @@ def read_json_if_present(path: Path) -> Any:
 
 # --- lock and leftovers ---------------------------------------------------------------------------
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def _lock_holder(lock: Path) -> tuple[int, str]:
     try:
         text = lock.read_text()
