@@ -232,6 +232,19 @@ figs.show("retrieval_examples")
 Markdown(report.loss_comparison_markdown(compare_run_dirs or [run_path]))
 
 # %% [markdown]
+# ### Transfer learning: from scratch and a pretrained backbone
+#
+# The outline suggests a usual convolutional architecture (VGG-16, ResNet50, Inception) to speed
+# training up by transfer learning. The project accepts Keras Applications backbones with
+# `weights="imagenet"` where Keras can download them, and ships an offline route: EfficientNet-Lite0
+# (EfficientNet-B0's stages without squeeze-and-excitation, ReLU6) with ImageNet weights from a
+# Python package, converted to Keras without running PyTorch or unpickling code. The table sets the
+# runs of this report side by side (the first row is this run).
+
+# %%
+Markdown(report.transfer_markdown(compare_run_dirs or [run_path]))
+
+# %% [markdown]
 # ## 8. The Embedding Projector
 #
 # TensorBoard's Embedding Projector shows embeddings interactively in 2-D or 3-D (PCA, t-SNE,

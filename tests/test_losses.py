@@ -496,3 +496,25 @@ def test_additive_margin_softmax_serialises_and_rejects_bad_arguments():
         AdditiveMarginSoftmaxLoss(margin=-0.1)
     with pytest.raises(ValueError, match="scale"):
         AdditiveMarginSoftmaxLoss(scale=0.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.2])
+def test_label_smoothing_matches_keras_dense_cross_entropy(smoothing):
+    from tinymatch.losses import AdditiveMarginSoftmaxLoss, SmoothedSoftmaxLoss
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 5, size=10)
+    logits = rng.normal(scale=3.0, size=(10, 5)).astype(np.float32)
+    reference = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+    expected = float(reference(np.eye(5, dtype=np.float32)[labels], logits))
+    assert float(SmoothedSoftmaxLoss(smoothing)(labels, logits)) == pytest.approx(expected, rel=1e-5)
+    # CosFace smooths the same target; with margin 0 its logits are scale x cosines.
+    cosines = np.tanh(logits / 3.0)
+    cosface = AdditiveMarginSoftmaxLoss(scale=16.0, margin=0.0, label_smoothing=smoothing)
+    expected = float(reference(np.eye(5, dtype=np.float32)[labels], 16.0 * cosines))
+    assert float(cosface(labels, cosines)) == pytest.approx(expected, rel=1e-5)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(SmoothedSoftmaxLoss(smoothing)))
+    assert restored.label_smoothing == smoothing
+    with pytest.raises(ValueError, match="label_smoothing"):
+        SmoothedSoftmaxLoss(1.0)

@@ -131,6 +131,31 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     assert "second loss" in report.loss_comparison_markdown(runs[:1])
 
 
+def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(tmp_path):
+    scratch = _fake_run(tmp_path / "scratch", "semihard", 0.85)
+    assert "No run with a pretrained backbone" in report.transfer_markdown([scratch])
+    frozen = _fake_run(tmp_path / "frozen", "semihard", 0.93)
+    Config.from_profile("transfer", **{k: v for k, v in Config.from_profile("smoke").to_dict().items()
+                                       if k in ("max_classes", "max_images_per_class",
+                                                "unseen_train_classes", "val_fraction",
+                                                "test_fraction")}).save(frozen / "config.json")
+    (frozen / "training.json").write_text(json.dumps(
+        {"best_epoch": 2, "finished": True, "trained_on": "cached features",
+         "feature_extraction_seconds": 600.0}))
+    text = report.transfer_markdown([scratch, frozen])
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
+            if line.startswith("| scratch") or line.startswith("| frozen")}
+    assert rows["scratch"] == ("| scratch | compact w8 @64 px | from scratch | images | - | 0.3 | 0.850 "
+                               "| 0.750 | 0.850 | 0.750 |")
+    assert rows["frozen"].startswith("| frozen | efficientnet_lite0 @96 px | ImageNet-pretrained, frozen "
+                                     "| cached features | 10.0 | 0.3 | 0.930 |")
+    assert report.IMAGENET_OVERLAP_CAVEAT in text and "only augmentation" in text
+    assert "reaches a test AUC of 0.930 against 0.850" in text
+    fine_tuned = Config.from_profile("transfer", freeze_backbone_epochs=5)
+    assert report.tables.backbone_training_label(fine_tuned) == (
+        "ImageNet-pretrained, frozen 5 epochs then fine-tuned")
+
+
 def test_a_cosface_warmup_is_named_in_the_table_and_the_text(tmp_path):
     run_dir = _fake_run(tmp_path / "cosface", "semihard", 0.9)
     config = Config.from_profile("smoke", warmup_epochs=1, epochs=1, warmup_head="cosface",

@@ -233,6 +233,37 @@ def test_cosface_warmup_resumes_from_its_checkpoint(tmp_path, synthetic_dir):
     assert json.loads((run_dir / "training.json").read_text())["finished"]
 
 
+def test_budget_recipe_options_train_and_resume(tmp_path, synthetic_dir):
+    """Label smoothing, the warm-up's logit scale, a linear schedule and EMA weights: a run killed
+    after its first epoch reloads its checkpoint (schedule, smoothed loss, EMA averages) and
+    finishes; the kept model is the EMA model."""
+    import json
+
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=2,
+                                 steps_per_epoch=3, early_stopping_patience=0, label_smoothing=0.1,
+                                 warmup_scale=8.0, lr_schedule="linear", ema_decay=0.9)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        train(config, run_dir, progress=False, callbacks=[KillAfterEpoch(1)])
+    checkpoint = load_model(run_dir / "checkpoints" / "last" / "training.keras", compile=True)
+    assert checkpoint.loss.label_smoothing == pytest.approx(0.1)
+    assert float(checkpoint.get_layer("logit_scale").scale) == 8.0
+    assert checkpoint.optimizer.use_ema and checkpoint.optimizer.ema_momentum == pytest.approx(0.9)
+    assert type(checkpoint.optimizer._learning_rate).__name__ == "LinearBudgetSchedule"
+    train(config, run_dir, progress=False)
+    history = read_history(run_dir)
+    assert [row["phase"] for row in history] == ["warmup", "triplet", "triplet"]
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # the schedule ends at zero
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["finished"]
+    # model.keras holds the EMA weights, not the checkpoint's raw ones.
+    embedding = load_model(run_dir / "checkpoints" / "last" / "training.keras").get_layer("embedding")
+    kept = load_model(run_dir / "model.keras")
+    if summary["best_epoch"] == len(history):
+        raw = embedding.get_layer("projection").get_weights()[0]
+        assert not np.allclose(kept.get_layer("projection").get_weights()[0], raw)
+
+
 class _ClassifierRecorder(keras.callbacks.Callback):
     """The classifier's weights when each `fit` begins and ends (None: that model has none)."""
 

@@ -164,11 +164,17 @@ def test_feature_cache_matches_the_embedding_model_and_is_reused(package, weight
     rows = np.array([3, 0, 7])
     np.testing.assert_allclose(features.embed_features(head, first.features, rows, batch_size=2),
                                flip_averaged[rows], atol=5e-3)
-    picked = features.pick_views(first.features, np.tile(rows, 20), np.random.default_rng(0))
+    import tensorflow as tf
+
     tiled = np.asarray(first.features, np.float32)[np.tile(rows, 20)]
+    picked = features.random_view(tf.constant(tiled)).numpy()
     from_original = (picked == tiled[:, 0]).all(axis=1)
     assert (from_original | (picked == tiled[:, 1]).all(axis=1)).all()
     assert 0 < from_original.sum() < len(picked)  # both views are drawn
+    np.testing.assert_array_equal(features.original_view(tf.constant(tiled)).numpy(), tiled[:, 0])
+    for flip_average, expected in ((True, flip_averaged[rows]), (False, heads[0][rows])):
+        both = features.build_view_head(head, flip_average)(views[rows], training=False).numpy()
+        np.testing.assert_allclose(both, expected, atol=5e-3)
 
     bigger = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="imagenet",
                                  image_size=48, embedding_dim=8)
@@ -189,3 +195,37 @@ def test_transfer_profile_is_the_frozen_pretrained_backbone():
     assert 96 <= config.image_size <= 128  # 64 px loses most of the pretrained quality
     assert config.freeze_backbone_epochs >= config.warmup_epochs + config.epochs  # frozen throughout
     assert config.test_time_flip
+
+
+def test_a_frozen_pretrained_run_trains_the_head_on_cached_features(package, weights_cache,
+                                                                    synthetic_dir, tmp_path):
+    """Frozen throughout: the head trains on cached features, model.keras is the image model."""
+    from tinymatch import features, rundir
+    from tinymatch.data import load_dataset
+    from tinymatch.io_utils import read_json
+    from tinymatch.model import load_model
+    from tinymatch.train import train
+
+    dataset = load_dataset(synthetic_dir, cache_dir=tmp_path / "decoded", max_classes=12,
+                           max_images_per_class=24, progress=False)
+    config = Config.from_profile("smoke", backbone="efficientnet_lite0", weights="imagenet",
+                                 image_size=32, embedding_dim=8, warmup_epochs=1, epochs=2,
+                                 freeze_backbone_epochs=3, test_time_flip=True)
+    assert features.trains_on_features(config)
+    assert not features.trains_on_features(config.replace(freeze_backbone_epochs=2))
+    run = tmp_path / "run"
+    result = train(config, run, dataset=dataset, progress=False)
+    summary = read_json(rundir.RunDir(run).training)
+    assert summary["finished"] and summary["trained_on"] == "cached features"
+    assert [row["phase"] for row in result.history] == ["warmup", "triplet", "triplet"]
+    cached = features.cached_features(dataset, config, progress=False)
+    assert not cached.computed  # the run cached them
+
+    # model.keras takes images (frozen pretrained backbone + the trained head, flip-averaged)
+    # and reproduces the selection AUC measured on the cached features.
+    model = load_model(rundir.RunDir(run).model)
+    assert model.input_shape[1:] == (64, 64, 3)
+    assert summary["best_val_auc_on_images"] == pytest.approx(summary["best_val_auc"], abs=0.02)
+    assert load_model(rundir.RunDir(run).siamese) is not None
+    again = train(config, run, dataset=dataset, progress=False)  # finished: nothing to do
+    assert len(again.history) == 3

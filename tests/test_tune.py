@@ -230,7 +230,7 @@ def test_space_follows_the_base_config():
     names = [d.name for d in search_space(Config.from_profile("cpu"), train_classes=150)]
     for name in ("learning_rate", "finetune_lr_ratio", "lr_schedule", "warmup_share", "margin",
                  "warmup_head", "warmup_margin", "weight_decay", "embedding_dim", "width",
-                 "images_per_class", "image_size"):
+                 "images_per_class", "image_size", "warmup_scale", "label_smoothing", "ema_decay"):
         assert name in names
     resnet = [d.name for d in search_space(Config.from_profile("cpu", backbone="resnet50"))]
     assert "width" not in resnet and "stem_stride" not in resnet  # compact-backbone knobs only
@@ -259,4 +259,7 @@ def test_search_space_rows_are_a_table():
     assert by_name["warmup_margin"]["when"] == "warmup_head = cosface"
     assert by_name["margin"]["values"] == "0.05 - 0.5"
     assert CATEGORICAL == by_name["embedding_dim"]["kind"]
-    assert any("label smoothing" in reason for _, reason in NOT_YET_SEARCHABLE)
+    assert by_name["lr_schedule"]["values"] == "cosine, linear, onecycle, constant"
+    assert by_name["label_smoothing"]["values"] == "0 - 0.2 (step 0.05)"
+    assert by_name["ema_decay"]["values"] == "0.0, 0.99, 0.999"
+    assert any("progressive resizing" in reason for _, reason in NOT_YET_SEARCHABLE)

@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from tinymatch import distribute, losses
+from tinymatch import distribute, ema, losses
 from tinymatch.metrics import pair_distances, roc_auc
 
 
@@ -74,10 +74,11 @@ class EpochEvaluation(keras.callbacks.Callback):
             return  # diverged weights: nothing to measure
         logs = logs if logs is not None else {}
         distribute.average_statistics(self.training_model, s.strategy)  # workers agree
-        embeddings = distribute.embed(s.inference_model(self.embedding), s.val_images,
-                                      c.eval_batch_size, s.strategy)
+        with ema.averaged_weights(self.training_model.optimizer):  # the EMA model, if config.ema_decay
+            embeddings = distribute.embed(s.inference_model(self.embedding), s.val_inputs,
+                                          c.eval_batch_size, s.strategy)
+            probe_embeddings = self.embedding(self.probe[0], training=False)
         auc = val_auc(embeddings, s.val_pairs, c.distance_metric)
-        probe_embeddings = self.embedding(self.probe[0], training=False)
         stats = losses.mining_stats(self.probe[1], probe_embeddings, c.margin,
                                     distance_metric=c.distance_metric)
         lr = float(np.asarray(self.training_model.optimizer.learning_rate))

@@ -37,7 +37,7 @@ WARMUP_HEADS = ("normface", "cosface")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 THRESHOLD_METHODS = ("accuracy", "youden", "far")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "linear", "onecycle", "constant")  # tinymatch.schedules
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "")  # "" = no flip
 # tf.distribute strategy of training: none (the default device), mirrored (all local GPUs, or
 # `logical_devices` logical CPU devices), multi-worker (MultiWorkerMirroredStrategy from TF_CONFIG).
@@ -107,6 +107,7 @@ class Config:
     stem_stride: int = 1
     max_filters: int = 0  # compact backbone: cap on any stage's filters (0 = no cap)
     embedding_dim: int = 128
+    head_hidden: int = 0  # units of a hidden ReLU layer before the projection (0 = linear head)
     freeze_backbone_epochs: int = 0  # transfer learning: train only the head for this many epochs
     dropout: float = 0.0
     # Inference embeds the image and its mirror and averages (the saved model does it; twice the
@@ -124,14 +125,19 @@ class Config:
     # class's cosine before scaling (CosFace; margin 0 = normalised softmax).
     warmup_head: str = "normface"
     warmup_margin: float = 0.0
+    warmup_scale: float = 16.0  # the warm-up's logit scale s (softmax over s x cosine; NormFace)
+    label_smoothing: float = 0.0  # of the warm-up classifier's one-hot targets (0.1: Szegedy 2016)
     # Weight of the warm-up's classification loss kept on beside the triplet loss in the triplet
     # phase (the head carries over from the warm-up). 0 = the triplet loss alone.
     triplet_softmax_weight: float = 0.0
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 0.0  # triplet-phase peak LR after a warm-up; 0 = learning_rate
-    lr_schedule: str = "cosine"  # cosine | constant
+    lr_schedule: str = "cosine"  # cosine | linear (to zero) | onecycle | constant: tinymatch.schedules
     weight_decay: float = 0.0
+    # Exponential moving average of the trainable weights (0 = off, e.g. 0.999): validation,
+    # the best model and model.keras use the averaged weights; training continues on the raw ones.
+    ema_decay: float = 0.0
     epochs: int = 10
     steps_per_epoch: int = 0  # 0 = one pass over the training images
     early_stopping_patience: int = 3
@@ -328,15 +334,19 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "width": (4, 4096, False, False),
     "max_filters": (0, _INF, False, True),
     "embedding_dim": (2, 65536, False, False),
+    "head_hidden": (0, 65536, False, False),
     "freeze_backbone_epochs": (0, _INF, False, True),
     "dropout": (0, 1, False, True),
     "margin": (0, _INF, False, True),
     "warmup_epochs": (0, _INF, False, True),
     "warmup_margin": (0, 1, False, True),  # a cosine margin
+    "warmup_scale": (0, 1024, True, False),
+    "label_smoothing": (0, 1, False, True),
     "triplet_softmax_weight": (0, _INF, False, True),
     "learning_rate": (0, 1, True, True),
     "finetune_learning_rate": (0, 1, False, True),  # 0 = learning_rate
     "weight_decay": (0, 1, False, True),
+    "ema_decay": (0, 1, False, True),
     "epochs": (1, _INF, False, True),
     "steps_per_epoch": (0, _INF, False, True),  # 0 = one pass over the training images
     "early_stopping_patience": (0, _INF, False, True),  # 0 = never stop early
@@ -509,12 +519,14 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     ),
     # cpu: chosen by full-length runs on the 2-core machine (benchmarks/README.md, "CPU profile"):
     # the compact CNN at width 48 (stages capped at 256 filters) with a stride-2 stem on the full
-    # 64x64 image (the network runs at 32x32), a 1024-d embedding, bfloat16 compute, 12 epochs of
-    # softmax warm-up at a peak learning rate of 3e-3 then 5 of semi-hard triplet loss at 1e-3,
-    # 650 steps of 128 images each (37-43 minutes), flip-averaged embeddings at inference.
+    # 64x64 image (the network runs at 32x32), a 1024-d embedding, 12 epochs of softmax warm-up
+    # at a peak learning rate of 3e-3 then 5 of semi-hard triplet loss at 1e-3, 650 steps of 128
+    # images each, flip-averaged embeddings at inference. float32: bfloat16 was slower on both CPU
+    # kinds measured (Intel with AVX512-BF16: 480 vs 632 images/s; AMD without it, emulated:
+    # 32 vs 177 images/s, 5.5x slower; benchmarks/README.md, "Precision").
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, image_size=64, stem_stride=2,
-        embedding_dim=1024, mixed_precision=True, classes_per_batch=32, images_per_class=4,
+        embedding_dim=1024, mixed_precision=False, classes_per_batch=32, images_per_class=4,
         warmup_epochs=12, epochs=5, steps_per_epoch=650, early_stopping_patience=3,
         test_time_flip=True, learning_rate=3e-3, finetune_learning_rate=1e-3,
     ),
@@ -534,11 +546,14 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     # On a frozen backbone the flip (the cached mirror view) is the only augmentation. 128 px:
     # +0.013 pair AUC of the raw features on a 40-class sample, at 1.9x the extraction time.
     # Caveat: Tiny ImageNet is a subset of ImageNet; "unseen" classes are not unseen for it.
+    # Head: linear, dropout 0.5 on the features, EMA of the weights (0.999): on cached features
+    # it peaked at val AUC 0.896 against 0.890 without them (10 x 200-step grid, benchmarks/README);
+    # a 1024- or 2048-unit hidden layer or label smoothing gained nothing.
     "transfer": dict(
         backbone="efficientnet_lite0", weights="efficientnet-lite0", image_size=96,
         freeze_backbone_epochs=20, embedding_dim=512, classes_per_batch=32, images_per_class=4,
-        warmup_epochs=10, epochs=10, steps_per_epoch=650, learning_rate=1e-3,
-        early_stopping_patience=3, test_time_flip=True, mixed_precision=False,
+        warmup_epochs=10, epochs=10, steps_per_epoch=650, learning_rate=1e-3, dropout=0.5,
+        ema_decay=0.999, early_stopping_patience=3, test_time_flip=True, mixed_precision=False,
     ),
 }
 

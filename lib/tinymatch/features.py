@@ -8,9 +8,14 @@ The features are exactly what the embedding model computes before its head (same
 layer, same backbone, flip applied to the 64x64 image as `build_flip_averaged_model` does), so a
 head trained on them (`build_feature_head`) drops into the embedding model (`copy_head_weights`).
 
-What a frozen backbone changes about augmentation: only the flip survives (pick view 0 or 1 per
-sample); crops, rotations and colour changes would need the backbone's forward pass again, so
-they do not apply while the backbone is frozen.
+What a frozen backbone changes about augmentation: only the flip survives (`random_view` picks
+view 0 or 1 per sample); crops, rotations and colour changes would need the backbone's forward
+pass again, so they do not apply while the backbone is frozen.
+
+Training on features (`trains_on_features`: a pretrained backbone frozen for the whole run):
+`tinymatch.train` trains `build_feature_head` on P x K batches of cached features, measures the
+validation AUC with `build_view_head`, and saves the best head inside the full image model
+(`copy_head_weights` into `build_embedding_model(config)`), so model.keras takes images as usual.
 
 Storage: `features/<backbone>-<key hash>.npy` (float16 [N, 2, D]; post-ReLU6 features lie in
 0..6, where float16 keeps 3 significant digits) with a `.json` manifest written last, inside the
@@ -35,7 +40,7 @@ from keras import layers
 from tinymatch import pretrained, rundir
 from tinymatch.data.cache import user_cache_root
 from tinymatch.io_utils import atomic_path, write_json
-from tinymatch.model import IMAGE_SHAPE, Resize
+from tinymatch.model import IMAGE_SHAPE, Resize, embedding_head
 
 logger = logging.getLogger(__name__)
 
@@ -150,30 +155,56 @@ def _read(path, manifest_path, key):
 # --------------------------------------------------------------------------------------------------
 # The head trained on cached features
 
+HEAD_LAYERS = ("head_hidden", "projection")  # the head's layers with weights
+
+
 def build_feature_head(config, feature_dim, name="feature_head"):
-    """Pooled features -> the embedding model's head: [Dropout] -> Dense(projection) ->
-    UnitNormalization, with the embedding model's layer names (see `copy_head_weights`)."""
+    """Pooled features -> the embedding model's head (`model.embedding_head`: the same layers
+    under the same names, see `copy_head_weights`)."""
     inputs = keras.Input((feature_dim,), name="features")
-    x = inputs
-    if config.dropout:
-        x = layers.Dropout(config.dropout, name="dropout")(x)
-    x = layers.Dense(config.embedding_dim, name="projection")(x)
-    outputs = layers.UnitNormalization(dtype="float32", name="unit_norm")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, embedding_head(inputs, config), name=name)
 
 
 def copy_head_weights(head, embedding_model):
-    """Put a feature head's trained projection into the full embedding model (same backbone)."""
-    embedding_model.get_layer("projection").set_weights(head.get_layer("projection").get_weights())
+    """Put a feature head's trained weights into the full embedding model (same backbone)."""
+    names = {layer.name for layer in head.layers}
+    for name in HEAD_LAYERS:
+        if name in names:
+            embedding_model.get_layer(name).set_weights(head.get_layer(name).get_weights())
     return embedding_model
 
 
-def pick_views(features, indices, rng):
-    """Training inputs for rows `indices`: each row's original or mirrored view at random
-    (the flip augmentation of a frozen backbone), float32 [len(indices), D]."""
-    indices = np.asarray(indices)
-    views = rng.integers(0, len(VIEWS), size=len(indices))
-    return np.asarray(features[indices, views], np.float32)
+def trains_on_features(config) -> bool:
+    """True when training never updates the backbone: a pretrained frozen backbone, frozen for
+    every epoch. Then only the head trains, on cached features (`tinymatch.train`)."""
+    return (config.backbone in FROZEN_BACKBONES and bool(config.weights)
+            and config.freeze_backbone_epochs >= config.warmup_epochs + config.epochs)
+
+
+def random_view(views):
+    """The flip augmentation of a frozen backbone, in the input pipeline: each row's original or
+    mirrored features at random. float32 [B, VIEWS, D] -> [B, D]."""
+    import tensorflow as tf
+
+    choice = tf.random.uniform(tf.shape(views)[:1], 0, len(VIEWS), dtype=tf.int32)
+    return tf.gather(views, choice, axis=1, batch_dims=1)
+
+
+def original_view(views):
+    """[B, VIEWS, D] -> [B, D]: the features of the image as it is (no augmentation)."""
+    return views[:, 0]
+
+
+def build_view_head(head, flip_average, name="feature_views_head"):
+    """The head on both cached views [VIEWS, D] -> embedding: the unit-norm sum of the two views'
+    embeddings when `flip_average` (what `build_flip_averaged_model` gives on the images), else
+    the original view's embedding. Shares the head's weights; used while training only."""
+    inputs = keras.Input((len(VIEWS), head.input_shape[-1]), name="feature_views")
+    if not flip_average:
+        return keras.Model(inputs, head(inputs[:, 0]), name=name)
+    summed = layers.Add(name="flip_sum")([head(inputs[:, view]) for view in range(len(VIEWS))])
+    outputs = layers.UnitNormalization(dtype="float32", name="flip_unit_norm")(summed)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def embed_features(head, features, indices=None, batch_size=4096):
@@ -205,5 +236,6 @@ def _progress_bar(total, enabled):
 
 
 __all__ = ["cached_features", "extract_features", "build_feature_extractor", "build_feature_head",
-           "copy_head_weights", "pick_views", "embed_features", "feature_key", "FeatureCache",
-           "VIEWS"]
+           "copy_head_weights", "trains_on_features", "random_view", "original_view",
+           "build_view_head", "embed_features", "feature_key", "FeatureCache", "VIEWS",
+           "FROZEN_BACKBONES"]

@@ -64,12 +64,15 @@ LOSS_KINDS = ("semihard", "hard")
 DistanceMetric = Union[str, Callable[[tf.Tensor], tf.Tensor]]
 
 __all__ = [
+    "AdditiveMarginSoftmaxLoss",
     "DISTANCE_METRICS",
+    "SmoothedSoftmaxLoss",
     "TripletHardLoss",
     "TripletSemiHardLoss",
     "make_loss",
     "mining_stats",
     "pairwise_distances",
+    "smoothed_softmax_cross_entropy",
     "triplet_hard_loss",
     "triplet_semihard_loss",
 ]
@@ -419,6 +422,43 @@ class TripletHardLoss(keras.losses.Loss):
         return cls(**_deserialize_metric(config))
 
 
+def smoothed_softmax_cross_entropy(labels, logits, label_smoothing: float = 0.0) -> tf.Tensor:
+    """Per-sample softmax cross-entropy of integer `labels` [B] against `logits` [B, C], with the
+    one-hot target smoothed as Keras' `CategoricalCrossentropy(label_smoothing=s)` does:
+    `(1 - s) * one_hot + s / C`. float32 [B]."""
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    if not label_smoothing:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    classes = tf.shape(logits)[-1]
+    target = (tf.one_hot(labels, classes, dtype=tf.float32) * (1.0 - label_smoothing)
+              + label_smoothing / tf.cast(classes, tf.float32))
+    return tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=logits)
+
+
+def _check_label_smoothing(label_smoothing: float) -> float:
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing={label_smoothing!r}: must be in [0, 1)")
+    return float(label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="tinymatch")
+class SmoothedSoftmaxLoss(keras.losses.Loss):
+    """Softmax cross-entropy over integer labels and logits, with label smoothing (Szegedy et al.
+    2016): Keras' `SparseCategoricalCrossentropy` has no smoothing, its dense twin needs one-hot
+    labels. `label_smoothing=0` is `SparseCategoricalCrossentropy(from_logits=True)`."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str | None = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        return smoothed_softmax_cross_entropy(y_true, y_pred, self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 @keras.saving.register_keras_serializable(package="tinymatch")
 class AdditiveMarginSoftmaxLoss(keras.losses.Loss):
     """CosFace / AM-softmax (Wang et al. 2018): softmax cross-entropy over `scale * (cos - margin)`
@@ -427,10 +467,12 @@ class AdditiveMarginSoftmaxLoss(keras.losses.Loss):
     `y_true`: integer class indices `[B]` or `[B, 1]`; `y_pred`: cosine similarities `[B, C]` (the
     output of `tinymatch.model.CosineClassifier`). `margin=0` is normalised softmax (NormFace).
     The margin makes each class's images agree within a tighter angle than the softmax alone
-    needs, which is what pair distances between unseen images are judged by.
+    needs, which is what pair distances between unseen images are judged by. `label_smoothing`
+    smooths the target as `SmoothedSoftmaxLoss` does (the margin stays on the true class).
     """
 
-    def __init__(self, scale: float = 16.0, margin: float = 0.2, name: str | None = None, **kwargs):
+    def __init__(self, scale: float = 16.0, margin: float = 0.2, label_smoothing: float = 0.0,
+                 name: str | None = None, **kwargs):
         if scale <= 0:
             raise ValueError(f"scale={scale!r}: must be > 0")
         if margin < 0:
@@ -438,16 +480,18 @@ class AdditiveMarginSoftmaxLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.scale = float(scale)
         self.margin = float(margin)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
 
     def call(self, y_true, y_pred):
         cosines = tf.cast(y_pred, tf.float32)
         labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
         target = tf.one_hot(labels, tf.shape(cosines)[-1], dtype=tf.float32)
         logits = self.scale * (cosines - self.margin * target)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return smoothed_softmax_cross_entropy(labels, logits, self.label_smoothing)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "scale": self.scale, "margin": self.margin}
+        return {**super().get_config(), "scale": self.scale, "margin": self.margin,
+                "label_smoothing": self.label_smoothing}
 
 
 def make_loss(config) -> keras.losses.Loss:

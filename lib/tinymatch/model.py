@@ -359,12 +359,23 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         x = ApplicationPreprocessing(mode, name="preprocessing")(x)
     x = backbone(x)
     x = layers.GlobalAveragePooling2D(name="pooling")(x)
+    outputs = embedding_head(x, config)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def embedding_head(x, config):
+    """Pooled features -> unit-norm embedding: [Dropout] -> [Dense(head_hidden, ReLU) -> [Dropout]]
+    -> Dense(embedding_dim) -> L2 normalisation. One definition for the image model and the
+    head trained on cached features (`tinymatch.features`), so their weights carry over by name."""
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
+    if config.head_hidden:
+        x = layers.Dense(config.head_hidden, activation="relu", name="head_hidden")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout, name="head_dropout")(x)
     x = layers.Dense(config.embedding_dim, name="projection")(x)
     # Float32 output even under mixed precision: distances are sensitive to rounding.
-    outputs = layers.UnitNormalization(dtype="float32", name="unit_norm")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return layers.UnitNormalization(dtype="float32", name="unit_norm")(x)
 
 
 def build_flip_averaged_model(embedding_model, name="flip_averaged_embedding"):

@@ -70,9 +70,12 @@ _DIMENSIONS = (
     Dimension("margin", FLOAT, 0.05, 0.5),
     Dimension("warmup_head", CATEGORICAL, choices=WARMUP_HEADS),
     Dimension("warmup_margin", FLOAT, 0.0, 0.4, when=("warmup_head", "cosface")),
+    Dimension("warmup_scale", FLOAT, 8.0, 64.0, log=True),
+    Dimension("label_smoothing", FLOAT, 0.0, 0.2, step=0.05),
     Dimension("triplet_softmax_weight", FLOAT, 0.0, 1.0, step=0.1),
     Dimension("optimizer", CATEGORICAL, choices=("adam", "adamw")),
     Dimension("weight_decay", FLOAT, 1e-5, 1e-1, log=True, when=("optimizer", "adamw")),
+    Dimension("ema_decay", CATEGORICAL, choices=(0.0, 0.99, 0.999)),
     Dimension("embedding_dim", CATEGORICAL, choices=(128, 256, 512, 1024)),
     Dimension("width", CATEGORICAL, choices=(32, 48, 64)),
     Dimension("images_per_class", CATEGORICAL, choices=(2, 4, 8),
@@ -85,15 +88,9 @@ _COMPACT_ONLY = ("width", "stem_stride")  # knobs of the compact backbone alone
 # Recipe ideas of issue 14 the study cannot search yet: each needs a Config field (or value) and
 # its implementation in train/model first.
 NOT_YET_SEARCHABLE = (
-    ("label_smoothing", "warm-up classifier's label smoothing (0.1-0.2): needs a Config field"),
-    ("ema_decay", "exponential moving average of the weights, evaluated with the EMA weights: "
-                  "needs a Config field"),
     ("resolution schedule", "progressive resizing (most epochs small, the end at 64 px): needs a "
-                            "Config field (e.g. a per-epoch image-size schedule)"),
-    ("lr_schedule = linear / one-cycle", "linear decay to zero over the budget, one-cycle: needs "
-                                         "new lr_schedule values"),
-    ("warmup_scale", "the warm-up head's logit scale (train.WARMUP_LOGIT_SCALE = 16): needs a "
-                     "Config field"),
+                            "Config field (e.g. a per-epoch image-size schedule) and a backbone "
+                            "built for variable input sizes"),
     ("batchnorm_lr_multiplier", "higher learning rate for BatchNorm parameters: needs a Config field"),
     ("sgd learning-rate range", "SGD with Nesterov momentum exists (optimizer='sgd') but wants "
                                 "~10x Adam's rates: a separate study or a conditional LR range"),

@@ -18,7 +18,10 @@ Training runs in epochs of `steps_per_epoch` P x K batches. An optional classifi
 `warmup_head="cosface"` cosine scores to unit class centres with an additive margin) gives the triplet loss
 a head start: from scratch, semi-hard mining finds few informative triplets while the embedding is
 still random. `triplet_softmax_weight` keeps the classification loss on beside the triplet loss
-in the triplet phase. Transfer learning can keep the backbone frozen for `freeze_backbone_epochs`.
+in the triplet phase. Transfer learning can keep the backbone frozen for `freeze_backbone_epochs`;
+a pretrained backbone frozen for every epoch is run once per image instead (`tinymatch.features`:
+its features are cached) and only the head trains, on the cached features; model.keras is then
+the full image model with the trained head in it, as in any other run.
 Whenever the training model is rebuilt (a phase change, or the end of the frozen epochs), the
 classifier's weights carry over to the new one if it has a classifier too.
 
@@ -42,8 +45,8 @@ import numpy as np
 import tensorflow as tf
 
 from tinymatch import augment as augment_module
-from tinymatch import data, distribute, losses, rundir
-from tinymatch.callbacks import EpochBookkeeping, EpochEvaluation, StopOnNonFiniteLoss
+from tinymatch import data, distribute, ema, features, losses, rundir, schedules
+from tinymatch.callbacks import EpochBookkeeping, EpochEvaluation, StopOnNonFiniteLoss, val_auc
 from tinymatch.config import Config
 from tinymatch.environment import environment_info
 from tinymatch.io_utils import atomic_path, read_json, write_json
@@ -55,7 +58,6 @@ from tinymatch.pairs import make_pairs
 from tinymatch.rundir import RunDir, read_history
 
 VAL_SELECTION_IMAGES = 2000  # val images embedded after every epoch to pick the best checkpoint
-WARMUP_LOGIT_SCALE = 16.0  # cosine-softmax temperature of the warm-up classifier (NormFace)
 
 
 class ConfigMismatchError(ValueError):
@@ -160,6 +162,13 @@ class _Session:
         self.strategy = strategy
         self.failure = ""  # why the run stopped without a result (set by StopOnNonFiniteLoss)
         self.dataset = dataset if dataset is not None else data.load_dataset_for(config, progress=progress)
+        # A backbone frozen throughout: its features are computed once (cached) and the head
+        # trains on them; `self.inputs` is what training batches are gathered from.
+        self.on_features = features.trains_on_features(config)
+        self.feature_cache = (features.cached_features(self.dataset, config, progress=progress)
+                              if self.on_features else None)
+        self.inputs = self.feature_cache.features if self.on_features else self.dataset.images
+        self._image_model = None  # feature runs: the full model that model.keras holds
         # Resuming: keep exactly the split the checkpoint was trained on.
         self.splits = rundir.run_splits(run_dir, self.dataset, config, save=True)
         config.save(self.paths.config)
@@ -171,7 +180,7 @@ class _Session:
         # pk_dataset gathers each batch from the memory map: no copy of the training images.
         self.train_indices = np.sort(np.asarray(train_idx, dtype=np.int64))
         self.train_labels = np.asarray(self.dataset.labels[self.train_indices], dtype=np.int32)
-        self.val_images, self.val_labels = self._val_selection(val_idx)
+        self.val_images, self.val_labels, self.val_inputs = self._val_selection(val_idx)
         # The evaluation's pair sampler: a training run's val AUC is the evaluation's quantity.
         self.val_pairs = make_pairs(self.val_labels, max_positive_pairs=config.max_positive_pairs,
                                     seed=config.seed)
@@ -189,10 +198,13 @@ class _Session:
 
     # ---- data ------------------------------------------------------------------------------------
     def _val_selection(self, val_idx):
+        """(images, labels, inputs): the val images that pick the best epoch, and what the
+        trained model takes of them (the images, or both views' cached features)."""
         rng = np.random.default_rng(self.config.seed)
         chosen = np.sort(rng.permutation(val_idx)[:VAL_SELECTION_IMAGES])
-        return (np.asarray(self.dataset.images[chosen], dtype=np.float32),
-                np.asarray(self.dataset.labels[chosen]))
+        images = np.asarray(self.dataset.images[chosen], dtype=np.float32)
+        inputs = np.asarray(self.inputs[chosen], dtype=np.float32) if self.on_features else images
+        return images, np.asarray(self.dataset.labels[chosen]), inputs
 
     def _batches(self, phase, epoch):
         """The input of one `fit`: a P x K batch per replica and step."""
@@ -203,12 +215,13 @@ class _Session:
         c = self.config
         # Seeded by the epoch the fit starts at: a resumed run sees fresh (and reproducible)
         # batches; each input pipeline (worker) draws its own.
-        ds = data.pk_dataset(self.dataset.images, self.dataset.labels,
+        ds = data.pk_dataset(self.inputs, self.dataset.labels,
                              classes_per_batch=c.classes_per_batch,
                              images_per_class=c.images_per_class,
                              seed=distribute.pipeline_seed(c.seed + epoch, pipeline),
-                             augment=self.pipeline_augmentation, repeat=True,
-                             indices=self.train_indices)
+                             augment=(features.random_view if self.on_features
+                                      else self.pipeline_augmentation),
+                             repeat=True, indices=self.train_indices)
         if phase == "triplet" and not self._joint_triplet_phase():
             return ds
         lookup = tf.constant(self.class_lookup)
@@ -225,11 +238,12 @@ class _Session:
 
     def _probe_batch(self):
         """A fixed P x K batch on which the mining health is measured after every epoch."""
-        ds = data.pk_dataset(self.dataset.images, self.dataset.labels,
+        ds = data.pk_dataset(self.inputs, self.dataset.labels,
                              classes_per_batch=self.config.classes_per_batch,
                              images_per_class=self.config.images_per_class,
-                             seed=self.config.seed, augment=None, repeat=False,
-                             indices=self.train_indices)
+                             seed=self.config.seed,
+                             augment=features.original_view if self.on_features else None,
+                             repeat=False, indices=self.train_indices)
         images, labels = next(iter(ds))
         return images.numpy(), labels.numpy()
 
@@ -247,7 +261,8 @@ class _Session:
         over its classifier when both have one (`_carry_over_classifier`)."""
         phase, frozen = segment
         c = self.config
-        backbone_of(embedding).trainable = not frozen
+        if not self.on_features:  # (a feature head has no backbone)
+            backbone_of(embedding).trainable = not frozen
         inputs = keras.Input(embedding.input_shape[1:], name="image")
         outputs = embedding(inputs)
         loss_weights = None
@@ -277,13 +292,16 @@ class _Session:
     def _warmup_head(self, embeddings):
         """(class scores, loss) of the warm-up classifier that config.warmup_head names."""
         classes = int(self.class_lookup.max()) + 1
-        if self.config.warmup_head == "cosface":
+        c = self.config
+        if c.warmup_head == "cosface":
             cosines = CosineClassifier(classes, dtype="float32", name="classifier")(embeddings)
-            return cosines, losses.AdditiveMarginSoftmaxLoss(WARMUP_LOGIT_SCALE,
-                                                             self.config.warmup_margin)
-        logits = keras.layers.Rescaling(WARMUP_LOGIT_SCALE, name="logit_scale")(embeddings)
+            return cosines, losses.AdditiveMarginSoftmaxLoss(c.warmup_scale, c.warmup_margin,
+                                                             c.label_smoothing)
+        logits = keras.layers.Rescaling(c.warmup_scale, name="logit_scale")(embeddings)
         logits = keras.layers.Dense(classes, use_bias=False, dtype="float32",
                                     name="classifier")(logits)
+        if c.label_smoothing:
+            return logits, losses.SmoothedSoftmaxLoss(c.label_smoothing)
         return logits, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def _restore_or_build(self, epoch):
@@ -294,6 +312,10 @@ class _Session:
             if tuple(self.state["segment"]) == segment:
                 return restored, restored.get_layer("embedding")
             embedding = restored.get_layer("embedding")
+        elif self.on_features:
+            restored = None
+            embedding = features.build_feature_head(self.config, self.inputs.shape[-1],
+                                                    name="embedding")
         else:
             restored = None
             embedding = build_embedding_model(
@@ -336,6 +358,7 @@ class _Session:
             batches = self._batches(segment[0], epoch)
             distribute.prepare_fit(model, self.strategy, lambda: self._replica_batches(
                 segment[0], epoch, 0).element_spec)
+            ema.keep_raw_weights_after_fit(model.optimizer)
             evaluation = EpochEvaluation(self, embedding, probe, model)
             bookkeeping = EpochBookkeeping(self, embedding, model, segment, evaluation)
             # Extra callbacks run after the evaluation (they see val_auc) and before the epoch's
@@ -351,13 +374,30 @@ class _Session:
             previous, model = model, None
 
     def inference_model(self, embedding):
-        """What model.keras holds: the embedding, flip-averaged when config.test_time_flip."""
-        if not self.config.test_time_flip:
+        """What embeds `val_inputs`: the embedding, flip-averaged when config.test_time_flip
+        (for a feature head: the head on both cached views)."""
+        if not self.config.test_time_flip and not self.on_features:
             return embedding
         cached = getattr(self, "_inference", None)
         if cached is None or cached[0] is not embedding:
-            self._inference = (embedding, build_flip_averaged_model(embedding))
+            wrapped = (features.build_view_head(embedding, self.config.test_time_flip)
+                       if self.on_features else build_flip_averaged_model(embedding))
+            self._inference = (embedding, wrapped)
         return self._inference[1]
+
+    def model_to_save(self, embedding):
+        """What model.keras holds: the inference model on images. A feature head goes into the
+        full embedding model (frozen pretrained backbone + this head), flip-averaged when
+        config.test_time_flip."""
+        if not self.on_features:
+            return self.inference_model(embedding)
+        if self._image_model is None:
+            # No augmentation layer: nothing trained through it (frozen backbone, cached views).
+            full = build_embedding_model(self.config, include_augmentation=False)
+            self._image_model = (full, build_flip_averaged_model(full)
+                                 if self.config.test_time_flip else full)
+        features.copy_head_weights(embedding, self._image_model[0])
+        return self._image_model[1]
 
     def end_epoch(self, embedding, model, segment, row):
         """After each epoch: keep the best model, check early stopping, write the checkpoint.
@@ -371,7 +411,8 @@ class _Session:
         never_saved = not self.paths.model.is_file()
         if row["val_auc"] > self.best_auc or never_saved:  # (NaN AUC: keep something)
             self.best_auc, self.best_epoch = row["val_auc"], epoch + 1
-            save_model(self.inference_model(embedding), self.paths.model)
+            with ema.averaged_weights(model.optimizer):
+                save_model(self.model_to_save(embedding), self.paths.model)
         wait = self.triplet_epochs_without_gain()
         self.stopped_early = (c.early_stopping_patience > 0 and segment[0] == "triplet"
                               and wait >= c.early_stopping_patience)
@@ -411,6 +452,7 @@ class _Session:
             best_val_auc=self.best_auc, best_epoch=self.best_epoch, epochs_run=len(self.history),
             stopped_early=self.stopped_early, threshold_method=self.config.threshold_method,
             steps_per_epoch=self.steps_per_epoch, train_images=len(self.train_indices),
+            trained_on="cached features" if self.on_features else "images",
             val_selection_images=len(self.val_images), val_pairs=len(self.val_pairs),
             strategy=self.config.strategy, replicas=self.replicas, global_batch=self.global_batch,
             dtype_policy=keras.mixed_precision.global_policy().name,
@@ -430,8 +472,15 @@ class _Session:
                                            self.config.target_far))
         siamese = build_siamese_model(best, threshold, self.config.distance_metric)
         save_model(siamese, self.paths.siamese, clone=False)
-        write_json(self.paths.training, dict(self._summary(started), finished=True,
-                                             threshold=threshold))
+        summary = dict(self._summary(started), finished=True, threshold=threshold)
+        if self.on_features:
+            # The saved image model against the selection it was picked by (on cached features).
+            summary.update(feature_extraction_seconds=round(self.feature_cache.seconds, 1),
+                           feature_extraction_images_per_second=round(
+                               self.feature_cache.images_per_second, 1),
+                           best_val_auc_on_images=val_auc(embeddings, self.val_pairs,
+                                                          self.config.distance_metric))
+        write_json(self.paths.training, summary)
         return TrainResult(self.run_dir, self.history, self.best_auc)
 
 
@@ -439,20 +488,16 @@ class _Session:
 # Helpers
 
 def _optimizer(config, total_steps, peak_learning_rate=None):
-    """The configured optimizer; cosine schedule with a linear warm-up over ~5% of the steps."""
+    """The configured optimizer, its learning rate scheduled over the phase's `total_steps`
+    (`tinymatch.schedules`), with a moving average of the weights when `config.ema_decay`."""
     peak = peak_learning_rate or config.learning_rate
-    if config.lr_schedule == "cosine":
-        warmup = max(1, min(500, total_steps // 20))
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=peak * 0.1, warmup_target=peak,
-            warmup_steps=warmup, decay_steps=max(1, total_steps - warmup), alpha=0.01)
-    else:
-        lr = peak
+    lr = schedules.learning_rate_schedule(config.lr_schedule, peak, total_steps)
+    ema = dict(use_ema=True, ema_momentum=config.ema_decay) if config.ema_decay else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4, **ema)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
 
 
 def _carry_over_classifier(previous, model):

@@ -28,12 +28,13 @@ from tinymatch.report.render import (CHROMIUM_ENV_VAR, CHROMIUM_NAMES, ChromiumN
 from tinymatch.report.tables import (FIGURES, LOSS_NAMES, PROTOCOL_NAMES, Figures, config_table,
                                      confusion_table, figure_markdown, fmt, history_summary, layer_table,
                                      loss_comparison_table, markdown_table, percent, projector_table,
-                                     retrieval_table, split_table, verification_table)
-from tinymatch.report.text import (architecture_markdown, augmentation_markdown, config_markdown,
-                                   confusion_markdown, dataset_markdown, introduction_summary, key_numbers,
+                                     retrieval_table, split_table, transfer_table, verification_table)
+from tinymatch.report.text import (IMAGENET_OVERLAP_CAVEAT, architecture_markdown, augmentation_markdown,
+                                   config_markdown, confusion_markdown, dataset_markdown, introduction_summary, key_numbers,
                                    loss_comparison_markdown, loss_markdown, mining_markdown,
                                    optimisation_markdown, projector_markdown, retrieval_markdown,
-                                   split_markdown, title_block, training_markdown, verification_markdown)
+                                   split_markdown, title_block, training_markdown, transfer_markdown,
+                                   verification_markdown)
 from tinymatch.rundir import read_run
 
 __all__ = [
@@ -51,9 +52,10 @@ __all__ = [
     # tables and text
     "FIGURES", "Figures", "figure_markdown", "markdown_table", "fmt", "percent", "PROTOCOL_NAMES", "LOSS_NAMES",
     "verification_table", "retrieval_table", "confusion_table", "loss_comparison_table", "config_table",
-    "split_table", "layer_table", "projector_table", "history_summary",
+    "split_table", "layer_table", "projector_table", "history_summary", "transfer_table",
     "key_numbers", "title_block", "introduction_summary", "architecture_markdown", "loss_markdown",
     "mining_markdown", "dataset_markdown", "split_markdown", "augmentation_markdown", "optimisation_markdown",
     "training_markdown", "verification_markdown", "confusion_markdown", "retrieval_markdown",
-    "loss_comparison_markdown", "projector_markdown", "config_markdown",
+    "loss_comparison_markdown", "transfer_markdown", "IMAGENET_OVERLAP_CAVEAT", "projector_markdown",
+    "config_markdown",
 ]

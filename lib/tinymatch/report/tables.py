@@ -217,6 +217,43 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
                            "unseen P@1"], rows, align="lllrrlrrrrr")
 
 
+def backbone_training_label(config: Config) -> str:
+    """How the backbone was trained: "from scratch", "ImageNet-pretrained, frozen" (throughout), or
+    "ImageNet-pretrained, frozen 5 epochs then fine-tuned"."""
+    if not config.weights:
+        return "from scratch"
+    total = config.warmup_epochs + config.epochs
+    if config.freeze_backbone_epochs >= total:
+        return "ImageNet-pretrained, frozen"
+    if config.freeze_backbone_epochs:
+        return f"ImageNet-pretrained, frozen {config.freeze_backbone_epochs} epochs then fine-tuned"
+    return "ImageNet-pretrained, fine-tuned"
+
+
+def transfer_table(run_dirs: Sequence[str | os.PathLike]) -> str:
+    """From scratch vs pretrained: one row per run, its backbone, cost and test figures (the
+    unseen columns are starred: a pretrained backbone has seen those classes in ImageNet)."""
+    rows = []
+    for run_dir in run_dirs:
+        run = read_run(run_dir)
+        config, metrics, training = run["config"], run.get("metrics", {}), run.get("training", {})
+        history = run_history(run)
+        head_seconds = float(np.nansum(history["seconds"])) if "seconds" in history else float("nan")
+        extraction = training.get("feature_extraction_seconds")
+        row = [Path(run_dir).name, model_label(config), backbone_training_label(config),
+               training.get("trained_on", "images"),
+               fmt(extraction / 60, 1) if extraction is not None else "-",
+               fmt(head_seconds / 60, 1) if np.isfinite(head_seconds) else "n/a"]
+        for protocol in SPLIT_EVALUATIONS:
+            trained = metrics.get(protocol, {}).get("trained")
+            row += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
+                    if trained else ["n/a"] * 2)
+        rows.append(row)
+    return markdown_table(["run", "backbone", "backbone training", "trained on", "feature extraction min",
+                           "training min", "seen AUC", "seen P@1", "unseen AUC*", "unseen P@1*"], rows,
+                          align="llllrrrrrr")
+
+
 def peak_rates(config: Config) -> str:
     """Peak learning rate(s): "0.003 / 0.001" when the triplet phase after a warm-up has its own."""
     if config.warmup_epochs and config.finetune_learning_rate:

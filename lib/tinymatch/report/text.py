@@ -19,7 +19,7 @@ from tinymatch.report.inputs import protocols_in, run_history
 from tinymatch.report.tables import (LOSS_NAMES, PROTOCOL_NAMES, Figures, best_epoch_label, confusion_table,
                                      config_table, fmt, history_summary, layer_table, loss_comparison_table,
                                      markdown_table, percent, projector_table, retrieval_k, retrieval_table,
-                                     split_table, verification_table, warmup_label)
+                                     split_table, transfer_table, verification_table, warmup_label)
 from tinymatch.rundir import RunDir, read_run
 
 def key_numbers(run: Mapping[str, Any]) -> dict[str, str]:
@@ -325,6 +325,44 @@ def loss_comparison_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
     return f"{table}\n\n" + " ".join(notes)
 
 
+IMAGENET_OVERLAP_CAVEAT = (
+    "Tiny ImageNet is a subset of ImageNet: a backbone pretrained on ImageNet has seen all 200 of "
+    "these classes, and probably these very images, during its pretraining. Its *unseen-class* "
+    "figures (starred) are therefore not unseen for it and say nothing about new kinds of objects; "
+    "only the seen-class columns compare like with like, and even there the pretrained backbone "
+    "learned from about 1.28 million labelled ImageNet images against the 60,000 that train the "
+    "from-scratch network.")
+
+
+def transfer_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
+    """From scratch vs a pretrained backbone over `run_dirs`, with the ImageNet-overlap caveat."""
+    run_dirs = [Path(d) for d in run_dirs]
+    runs = [read_run(d) for d in run_dirs]
+    table = transfer_table(run_dirs)
+    pretrained = [run for run in runs if run["config"].weights]
+    if not pretrained:
+        return (f"{table}\n\nNo run with a pretrained backbone joined this report. The `transfer` profile "
+                "trains the embedding head on a frozen ImageNet-pretrained EfficientNet-Lite0 (weights from "
+                "the `transfer` extra's package, converted offline): `make report PROFILE=transfer`, then pass "
+                "its run directory to this report with `--compare`. " + IMAGENET_OVERLAP_CAVEAT)
+    notes = [IMAGENET_OVERLAP_CAVEAT]
+    if any(run["training"].get("trained_on") == "cached features" for run in pretrained
+           if "training" in run):
+        notes.append("A backbone frozen for the whole run computes the same features every epoch, so they are "
+                     "extracted once per image and its mirror image and cached (the *feature extraction* "
+                     "column); only the head trains, in minutes. On cached features the horizontal flip (a "
+                     "random choice of the two cached views) is the only augmentation: crops, rotations and "
+                     "colour changes would need the backbone's forward pass again.")
+    scratch = [run for run in runs if not run["config"].weights]
+    if scratch:
+        best_scratch = max(scratch, key=_seen_auc)
+        best_pretrained = max(pretrained, key=_seen_auc)
+        notes.append(f"On seen classes the pretrained run `{Path(best_pretrained['run_dir']).name}` reaches a test "
+                     f"AUC of {fmt(_seen_auc(best_pretrained))} against {fmt(_seen_auc(best_scratch))} for the "
+                     f"from-scratch run `{Path(best_scratch['run_dir']).name}`.")
+    return f"{table}\n\n" + " ".join(notes)
+
+
 def _seen_auc(run: Mapping[str, Any]) -> float:
     trained = run.get("metrics", {}).get("seen", {}).get("trained")
     return trained["test"]["roc_auc"] if trained else float("-inf")
@@ -364,4 +402,5 @@ def _metrics_of(run: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = ["key_numbers", "title_block", "introduction_summary", "architecture_markdown", "loss_markdown",
            "mining_markdown", "dataset_markdown", "split_markdown", "augmentation_markdown",
            "optimisation_markdown", "training_markdown", "verification_markdown", "confusion_markdown",
-           "retrieval_markdown", "loss_comparison_markdown", "projector_markdown", "config_markdown"]
+           "retrieval_markdown", "loss_comparison_markdown", "transfer_markdown",
+           "IMAGENET_OVERLAP_CAVEAT", "projector_markdown", "config_markdown"]
