@@ -238,7 +238,7 @@ Markdown(report.loss_comparison_markdown(compare_run_dirs or [run_path]))
 # training up by transfer learning. The project accepts Keras Applications backbones with
 # `weights="imagenet"` where Keras can download them, and ships an offline route: EfficientNet-Lite0
 # (EfficientNet-B0's stages without squeeze-and-excitation, ReLU6) with ImageNet weights from a
-# Python package, converted to Keras without running PyTorch or unpickling code. The table sets the
+# Python package, converted to Keras without PyTorch and without executing pickled code. The table sets the
 # runs of this report side by side (the first row is this run).
 
 # %%

@@ -151,6 +151,15 @@ def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(
                                      "| cached features | 10.0 | 0.3 | 0.930 |")
     assert report.IMAGENET_OVERLAP_CAVEAT in text and "only augmentation" in text
     assert "reaches a test AUC of 0.930 against 0.850" in text
+    # The caveat wherever a pretrained run's own figures appear.
+    from tinymatch.report.tables import Figures
+
+    for section in (report.verification_markdown, report.retrieval_markdown):
+        frozen_run, scratch_run = report.read_run(frozen), report.read_run(scratch)
+        for run in (frozen_run, scratch_run):
+            run["metrics"] = {"threshold_method": "accuracy", "seen": {}, "unseen": {}}
+        assert report.IMAGENET_OVERLAP_CAVEAT in section(frozen_run, Figures(tmp_path / "figs"))
+        assert report.IMAGENET_OVERLAP_CAVEAT not in section(scratch_run, Figures(tmp_path / "figs"))
     fine_tuned = Config.from_profile("transfer", freeze_backbone_epochs=5)
     assert report.tables.backbone_training_label(fine_tuned) == (
         "ImageNet-pretrained, frozen 5 epochs then fine-tuned")

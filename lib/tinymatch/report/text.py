@@ -22,6 +22,15 @@ from tinymatch.report.tables import (LOSS_NAMES, PROTOCOL_NAMES, Figures, best_e
                                      split_table, transfer_table, verification_table, warmup_label)
 from tinymatch.rundir import RunDir, read_run
 
+IMAGENET_OVERLAP_CAVEAT = (
+    "Tiny ImageNet is a subset of ImageNet: a backbone pretrained on ImageNet has seen all 200 of "
+    "these classes, and probably these very images, during its pretraining. Its *unseen-class* "
+    "figures are therefore not unseen for it and say nothing about new kinds of objects; "
+    "only the seen-class columns compare like with like, and even there the pretrained backbone "
+    "learned from about 1.28 million labelled ImageNet images against the 60,000 that train the "
+    "from-scratch network.")
+
+
 def key_numbers(run: Mapping[str, Any]) -> dict[str, str]:
     """Headline numbers of a run, formatted for prose ({} for what the run lacks)."""
     numbers: dict[str, str] = {}
@@ -84,7 +93,12 @@ def introduction_summary(run: Mapping[str, Any], figs: Figures) -> str:
     if _is_synthetic(run):
         text.append("*This run uses the smoke profile on synthetic images (seconds of training): the numbers "
                     "check the pipeline, they say nothing about Tiny ImageNet.*")
-    return " ".join(text)
+    return " ".join(text) + _pretrained_caveat(run)
+
+
+def _pretrained_caveat(run: Mapping[str, Any]) -> str:
+    """The ImageNet-overlap caveat, for a run whose backbone was pretrained (else "")."""
+    return f"\n\n*{IMAGENET_OVERLAP_CAVEAT}*" if run["config"].weights else ""
 
 
 def architecture_markdown(run: Mapping[str, Any]) -> str:
@@ -267,7 +281,8 @@ def _phase_sentences(history: Mapping[str, Any]) -> list[str]:
 def verification_markdown(run: Mapping[str, Any], figs: Figures) -> str:
     metrics = _metrics_of(run)
     return (f"{figs.ref('roc')} shows the ROC curves of the test pairs and the table lists the threshold-free "
-            f"figures of the trained model and of the baselines on the same pairs.\n\n" + verification_table(metrics))
+            f"figures of the trained model and of the baselines on the same pairs.\n\n" + verification_table(metrics)
+            + _pretrained_caveat(run))
 
 
 def _stored_siamese_threshold(run: Mapping[str, Any]) -> float | None:
@@ -293,7 +308,7 @@ def retrieval_markdown(run: Mapping[str, Any], figs: Figures) -> str:
     metrics = _metrics_of(run)
     return (f"Each test image queries the other test images of its protocol. {figs.ref('retrieval_examples')} "
             f"shows random queries of seen classes with their {retrieval_k(metrics)} nearest neighbours.\n\n"
-            + retrieval_table(metrics))
+            + retrieval_table(metrics) + _pretrained_caveat(run))
 
 
 def loss_comparison_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
@@ -325,15 +340,6 @@ def loss_comparison_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
     return f"{table}\n\n" + " ".join(notes)
 
 
-IMAGENET_OVERLAP_CAVEAT = (
-    "Tiny ImageNet is a subset of ImageNet: a backbone pretrained on ImageNet has seen all 200 of "
-    "these classes, and probably these very images, during its pretraining. Its *unseen-class* "
-    "figures (starred) are therefore not unseen for it and say nothing about new kinds of objects; "
-    "only the seen-class columns compare like with like, and even there the pretrained backbone "
-    "learned from about 1.28 million labelled ImageNet images against the 60,000 that train the "
-    "from-scratch network.")
-
-
 def transfer_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
     """From scratch vs a pretrained backbone over `run_dirs`, with the ImageNet-overlap caveat."""
     run_dirs = [Path(d) for d in run_dirs]
@@ -345,7 +351,7 @@ def transfer_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
                 "trains the embedding head on a frozen ImageNet-pretrained EfficientNet-Lite0 (weights from "
                 "the `transfer` extra's package, converted offline): `make report PROFILE=transfer`, then pass "
                 "its run directory to this report with `--compare`. " + IMAGENET_OVERLAP_CAVEAT)
-    notes = [IMAGENET_OVERLAP_CAVEAT]
+    notes = ["Starred columns (unseen classes):", IMAGENET_OVERLAP_CAVEAT]
     if any(run["training"].get("trained_on") == "cached features" for run in pretrained
            if "training" in run):
         notes.append("A backbone frozen for the whole run computes the same features every epoch, so they are "
