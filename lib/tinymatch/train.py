@@ -129,9 +129,10 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
 def mixed_precision_policy() -> str:
     """The Keras policy of `config.mixed_precision`: float16 on a GPU, bfloat16 on a CPU.
 
-    CPUs have no fast float16 arithmetic, but oneDNN runs bfloat16 convolutions natively on CPUs
-    with AVX512-BF16 or AMX (see benchmarks/README.md for what it gains here). Variables, the
-    loss and the unit-norm embedding stay float32 either way.
+    CPUs have no fast float16 arithmetic; oneDNN runs bfloat16 natively only on CPUs with
+    AVX512-BF16 or AMX and emulates it elsewhere. Measured on the `cpu` profile's network it lost
+    on both CPU kinds of these machines (benchmarks/README.md, "Precision"), so CPU profiles keep
+    float32. Variables, the loss and the unit-norm embedding stay float32 either way.
     """
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
