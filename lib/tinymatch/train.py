@@ -493,12 +493,12 @@ def _optimizer(config, total_steps, peak_learning_rate=None):
     (`tinymatch.schedules`), with a moving average of the weights when `config.ema_decay`."""
     peak = peak_learning_rate or config.learning_rate
     lr = schedules.learning_rate_schedule(config.lr_schedule, peak, total_steps)
-    ema = dict(use_ema=True, ema_momentum=config.ema_decay) if config.ema_decay else {}
+    averaging = dict(use_ema=True, ema_momentum=config.ema_decay) if config.ema_decay else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr, **ema)
+        return keras.optimizers.Adam(lr, **averaging)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4, **ema)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4, **averaging)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **averaging)
 
 
 def _carry_over_classifier(previous, model):

@@ -204,14 +204,10 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
                   + (f" ({warmup_label(config)} warm-up)"
                      if config.warmup_epochs and config.warmup_head != "normface" else "")
                   + (", flip-averaged" if config.test_time_flip else ""))
-        row = [Path(run_dir).name, recipe, loss, fmt(config.margin, 2), len(history.get("loss", [])),
-               best_epoch_label(run),
-               fmt(float(np.nansum(history["seconds"])), 0) if "seconds" in history else "n/a"]
-        for protocol in SPLIT_EVALUATIONS:
-            trained = metrics.get(protocol, {}).get("trained")
-            row += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
-                    if trained else ["n/a"] * 2)
-        rows.append(row)
+        seconds = _training_seconds(history)
+        rows.append([Path(run_dir).name, recipe, loss, fmt(config.margin, 2), len(history.get("loss", [])),
+                     best_epoch_label(run), fmt(seconds, 0) if np.isfinite(seconds) else "n/a",
+                     *_trained_test_cells(metrics)])
     return markdown_table(["run", "model, batches, peak LR, schedule (warm-up + triplet)", "loss", "margin",
                            "epochs run", "kept epoch", "training seconds", "seen AUC", "seen P@1", "unseen AUC",
                            "unseen P@1"], rows, align="lllrrlrrrrr")
@@ -237,21 +233,31 @@ def transfer_table(run_dirs: Sequence[str | os.PathLike]) -> str:
     for run_dir in run_dirs:
         run = read_run(run_dir)
         config, metrics, training = run["config"], run.get("metrics", {}), run.get("training", {})
-        history = run_history(run)
-        head_seconds = float(np.nansum(history["seconds"])) if "seconds" in history else float("nan")
+        seconds = _training_seconds(run_history(run))
         extraction = training.get("feature_extraction_seconds")
-        row = [Path(run_dir).name, model_label(config), backbone_training_label(config),
-               training.get("trained_on", "images"),
-               fmt(extraction / 60, 1) if extraction is not None else "-",
-               fmt(head_seconds / 60, 1) if np.isfinite(head_seconds) else "n/a"]
-        for protocol in SPLIT_EVALUATIONS:
-            trained = metrics.get(protocol, {}).get("trained")
-            row += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
-                    if trained else ["n/a"] * 2)
-        rows.append(row)
+        rows.append([Path(run_dir).name, model_label(config), backbone_training_label(config),
+                     training.get("trained_on", "images"),
+                     fmt(extraction / 60, 1) if extraction is not None else "-",
+                     fmt(seconds / 60, 1) if np.isfinite(seconds) else "n/a",
+                     *_trained_test_cells(metrics)])
     return markdown_table(["run", "backbone", "backbone training", "trained on", "feature extraction min",
                            "training min", "seen AUC", "seen P@1", "unseen AUC*", "unseen P@1*"], rows,
                           align="llllrrrrrr")
+
+
+def _training_seconds(history: Mapping[str, np.ndarray]) -> float:
+    """Seconds of the run's epochs (history.csv), NaN when the history has no timings."""
+    return float(np.nansum(history["seconds"])) if "seconds" in history else float("nan")
+
+
+def _trained_test_cells(metrics: Mapping[str, Any]) -> list[str]:
+    """The trained model's test AUC and P@1 on each split evaluation ("n/a" where not run)."""
+    cells = []
+    for protocol in SPLIT_EVALUATIONS:
+        trained = metrics.get(protocol, {}).get("trained")
+        cells += ([fmt(trained["test"]["roc_auc"]), fmt(trained["retrieval"]["precision_at_1"])]
+                  if trained else ["n/a"] * 2)
+    return cells
 
 
 def peak_rates(config: Config) -> str:

@@ -352,8 +352,7 @@ def transfer_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
                 "the `transfer` extra's package, converted offline): `make report PROFILE=transfer`, then pass "
                 "its run directory to this report with `--compare`. " + IMAGENET_OVERLAP_CAVEAT)
     notes = ["Starred columns (unseen classes):", IMAGENET_OVERLAP_CAVEAT]
-    if any(run["training"].get("trained_on") == "cached features" for run in pretrained
-           if "training" in run):
+    if any(run.get("training", {}).get("trained_on") == "cached features" for run in pretrained):
         notes.append("A backbone frozen for the whole run computes the same features every epoch, so they are "
                      "extracted once per image and its mirror image and cached (the *feature extraction* "
                      "column); only the head trains, in minutes. On cached features the horizontal flip (a "
