@@ -12,6 +12,10 @@ DATA ?= $(or $(TINYMATCH_DATA),$(wildcard ../shared/data/tiny-imagenet-200-train
 
 # Extra finished run directories for the report's loss comparison table (e.g. a batch-hard run).
 COMPARE ?=
+# A `tinymatch tune` study directory for the report's tuning-study part (e.g. runs/studies/cpu-short).
+STUDY ?=
+# A `tinymatch ablate` directory for the report's ablation part (e.g. runs/ablation).
+ABLATION ?=
 # Extra flags for `tinymatch report` (`make reference` passes --publish).
 REPORT_FLAGS ?=
 
@@ -51,7 +55,8 @@ data: $(BIN)/tinymatch
 report: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || [ "$(PROFILE)" = smoke ] || $(TM) download --data "$(DATA)"
 	$(TM) report --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),,--data "$(DATA)") --out $(RUN_DIR) \
-	  $(foreach run,$(COMPARE),--compare $(run)) $(REPORT_FLAGS)
+	  $(foreach run,$(COMPARE),--compare $(run)) $(if $(STUDY),--study $(STUDY)) \
+	  $(if $(ABLATION),--ablation $(ABLATION)) $(REPORT_FLAGS)
 
 # The committed reference: train, store the weights at float16 precision (each model file under
 # 5 MB) before anything is evaluated, render the report from exactly those weights, publish it
@@ -62,7 +67,7 @@ reference: $(BIN)/tinymatch
 	$(TM) train --profile $(PROFILE) --data "$(DATA)" --out $(RUN_DIR)
 	@if [ -e $(RUN_DIR)/metrics.json ]; then echo "$(RUN_DIR) already evaluated: weights kept as they are"; \
 	  else $(TM) half-precision $(RUN_DIR); fi
-	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)" REPORT_FLAGS=--publish
+	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)" STUDY="$(STUDY)" ABLATION="$(ABLATION)" REPORT_FLAGS=--publish
 	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/model.keras $(RUN_DIR)/siamese.keras reports/reference/
 
 # JupyterLab refuses to start as root unless told; the README's setup runs as root.

@@ -29,6 +29,8 @@ config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (defa
 run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
 figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
 compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+study_dir: str = ""  # a `tinymatch tune` study directory for the report's tuning part ("": none)
+ablation_dir: str = ""  # a `tinymatch ablate` directory for the report's ablation part ("": none)
 progress: bool = False  # progress bars inside the notebook
 
 # %%
@@ -54,7 +56,8 @@ Markdown(report.split_table(facts))
 
 # %%
 labelled = report.labelled_indices(dataset)
-fig = plots.class_distribution(dataset.labels[labelled], dataset.class_names)
+fig = plots.class_distribution(dataset.labels[labelled], dataset.class_names,
+                               parts=report.split_part_labels(dataset, splits, cfg))
 plots.save_fig(fig, figs / "class_distribution.png")
 fig
 

@@ -27,6 +27,8 @@ config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (defa
 run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
 figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
 compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+study_dir: str = ""  # a `tinymatch tune` study directory for the report's tuning part ("": none)
+ablation_dir: str = ""  # a `tinymatch ablate` directory for the report's ablation part ("": none)
 progress: bool = False  # progress bars inside the notebook
 
 # %%

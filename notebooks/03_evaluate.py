@@ -28,12 +28,15 @@ config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (defa
 run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
 figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
 compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+study_dir: str = ""  # a `tinymatch tune` study directory for the report's tuning part ("": none)
+ablation_dir: str = ""  # a `tinymatch ablate` directory for the report's ablation part ("": none)
 progress: bool = False  # progress bars inside the notebook
 
 # %%
 from IPython.display import Markdown
 
 from tinymatch import evaluate, plots, report
+from tinymatch.report import errors
 
 cfg, run_path, figs = report.setup(config, run_dir, figs_dir)
 dataset, splits = report.load_data(cfg, run_path, progress=progress)
@@ -74,3 +77,14 @@ fig
 fig = plots.retrieval_examples(**report.retrieval_inputs(run_path, dataset, "seen", seed=cfg.seed))
 plots.save_fig(fig, figs / "retrieval_examples.png")
 fig
+
+# %% [markdown]
+# ## Error analysis
+#
+# Per-class scores, the most-confused class pairs, the hardest errors, a class-level bootstrap of
+# the AUC and two operating points, from the pair distances saved above
+# (`tinymatch.error_analysis`; writes `error_analysis.json` and the figures).
+
+# %%
+analysis = errors.analyse_and_draw(run_path, dataset, figs)
+Markdown(errors.error_analysis_markdown(report.read_run(run_path)))

@@ -29,6 +29,8 @@ config: dict = {"profile": "smoke"}  # a partial Config over its "profile" (defa
 run_dir: str = ""  # run directory; "": runs/<profile> under the working directory (gitignored)
 figs_dir: str = ""  # where the figures (PNG) go; "": RUN_DIR/figs
 compare_run_dirs: list = []  # runs for the loss comparison table of the report (the first is this run)
+study_dir: str = ""  # a `tinymatch tune` study directory for the report's tuning part ("": none)
+ablation_dir: str = ""  # a `tinymatch ablate` directory for the report's ablation part ("": none)
 progress: bool = False  # progress bars inside the notebook
 
 # %%
@@ -47,6 +49,16 @@ print(f"{len(indices):,} test images, {embeddings.shape[1]}-d embeddings")
 # %%
 export = report.export_projection(run_path, dataset, indices, embeddings, cfg)
 Markdown(report.projector_table(export))
+
+# %% [markdown]
+# ## The projector as a reader sees it
+#
+# TensorBoard started on the export, its PROJECTOR tab opened in headless Chromium, coloured by
+# class with the image sprites, once in PCA and once after t-SNE iterations; the screenshots go
+# to the figures (`tinymatch.projector_screenshots`).
+
+# %%
+print(report.screenshot_projector(export, figs))
 
 # %% [markdown]
 # ## 2-D map (PCA, then t-SNE)

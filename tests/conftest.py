@@ -56,6 +56,24 @@ def synthetic_dataset(synthetic_dir):
     return load_dataset(synthetic_dir, progress=False)
 
 
+@pytest.fixture(scope="session")
+def smoke_ablation(tmp_path_factory, synthetic_dir, synthetic_dataset):
+    """(out_dir, base config, variants, result) of a finished ablation on the synthetic data: a
+    1 + 1 epoch smoke recipe (warm-up, then semi-hard), the recipe and the warm-up alone, 2 seeds
+    each. Shared by the ablation tests and the smoke report (read-only!)."""
+    from tinymatch import ablation
+    from tinymatch.config import Config
+
+    out = tmp_path_factory.mktemp("ablation")
+    base = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=1,
+                               steps_per_epoch=1, early_stopping_patience=0, max_positive_pairs=50,
+                               bootstrap_samples=0)
+    variants = ablation.default_variants(base)[:2]
+    result = ablation.run_ablation(base, out, variants=variants, seeds=2, dataset=synthetic_dataset,
+                                   progress=False)
+    return out, base, variants, result
+
+
 @pytest.fixture
 def smoke_config(synthetic_dir):
     """The `smoke` profile on `synthetic_dir` (decoded-image cache shared by the session)."""

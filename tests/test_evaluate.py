@@ -96,6 +96,20 @@ def test_evaluate_run_writes_metrics_pairs_and_plot_arrays(run_dir, protocol):
             assert arrays["neighbours"].shape == (len(arrays["retrieval_queries"]), 3)
             assert set(np.unique(arrays["test_first"])) <= set(arrays["retrieval_queries"])
             assert arrays["roc_far"][0] == 0 and arrays["roc_tar"][-1] == 1
+    # One threshold per model, chosen on the run's protocol, judges every protocol; the shipped
+    # Siamese model holds the trained one and decides its sample of test pairs as the tables do.
+    for name in evaluated:
+        for model in ev.MODEL_NAMES:
+            assert stored[name][model]["threshold"] == stored[protocol][model]["threshold"]
+            assert stored[name][model]["test"]["confusion"]["threshold"] == stored[name][model]["threshold"]
+    assert ev.stored_threshold(run_dir)[0] == pytest.approx(stored["threshold"], abs=1e-6)
+    siamese = stored["siamese"]
+    assert siamese["threshold"] == stored["threshold"]
+    assert isinstance(siamese["threshold_from_training"], float)  # what siamese.keras held before
+    for name in ("seen", "unseen") if protocol == "joint" else ("seen",):
+        check = siamese[name]
+        assert check["agreement"] == 1.0 and check["max_distance_difference"] < 1e-4
+        assert 0 < check["pairs"] <= 2 * ev.SIAMESE_CHECK_PAIRS and 0 <= check["accuracy"] <= 1
     # official val: thresholds frozen from the run's protocol, no val part
     assert "val" not in stored["official-val"]["trained"]
     assert stored["official-val"]["raw_pixels"]["threshold"] == stored[protocol]["raw_pixels"]["threshold"]

@@ -117,3 +117,55 @@ def test_training_curves_puts_the_warmup_cross_entropy_on_its_own_axis(tmp_path)
     loss_axis, twin = fig.axes[0], fig.axes[-1]
     assert np.isnan(loss_axis.lines[0].get_ydata()[0])  # cross-entropy not on the triplet axis
     assert twin.lines[0].get_ydata()[0] == pytest.approx(4.7)
+
+
+def test_triplet_illustration_draws_the_two_circles_and_three_negatives(tmp_path):
+    fig = plots.triplet_illustration(margin=0.5)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    radii = sorted(patch.get_radius() for patch in ax.patches)
+    assert radii == pytest.approx([1.0, 1.5])  # d(a, p) and d(a, p) + margin
+    texts = " ".join(text.get_text() for text in ax.texts)
+    for name in ("hard negative", "semi-hard negative", "easy negative", "anchor a", "positive p", "margin α = 0.5"):
+        assert name in texts
+    assert "loss 0.00" in texts  # the easy negative is beyond the margin
+    _saved(fig, tmp_path)
+
+
+def test_class_distribution_shows_the_split_when_every_class_has_the_same_count(tmp_path):
+    labels = np.repeat(np.arange(5), 10)
+    parts = {"training": np.repeat(np.arange(3), 8), "seen val": np.repeat(np.arange(3), 2),
+             "unseen val": np.repeat([3], 10)}
+    fig = plots.class_distribution(labels, CLASS_NAMES, parts=parts)
+    assert len(fig.axes) == 1 and "10 images each" in fig.axes[0].get_title()
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["training: 24 images, 3 classes", "seen val: 6 images, 3 classes",
+                      "unseen val: 10 images, 1 class", "not used: 10 images, 1 class"]
+    _saved(fig, tmp_path)
+    # unequal counts: the counts and their histogram, as before
+    assert len(plots.class_distribution(np.r_[labels, 0], CLASS_NAMES, parts=parts).axes) == 2
+
+
+def test_embedding_map_colours_a_few_classes_and_greys_the_rest(tmp_path, rng):
+    labels = np.repeat(np.arange(30), 4)
+    embeddings = rng.normal(size=(120, 8)) + labels[:, None]
+    names = [f"class {i}" for i in range(30)]
+    fig = plots.embedding_map(embeddings, labels, _images(rng, 120), names, method="pca", highlight=10)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[0] == "20 other classes" and len(legend) == 11
+    assert "120 images of 30 classes; 10 coloured" in fig.axes[0].get_title()  # every point drawn
+    _saved(fig, tmp_path)
+
+
+def test_training_curves_mark_the_kept_epoch_the_phase_boundary_and_a_flat_series(tmp_path):
+    history = {"phase": np.array(["warmup", "warmup", "triplet", "triplet"]),
+               "loss": [4.0, 3.0, 0.5, 0.45], "active_fraction": [1.0, 1.0, 1.0, 1.0],
+               "val_auc": [0.6, 0.7, 0.75, 0.74]}
+    fig = plots.training_curves(history)
+    auc_axis = fig.axes[3]
+    vertical = sorted({line.get_xdata()[0] for line in auc_axis.lines if line.get_linestyle() in (":", "--")})
+    assert vertical == [2.5, 3]  # the end of the warm-up, the kept epoch (best val AUC)
+    assert any("kept: epoch 3" in t.get_text() for t in auc_axis.get_legend().get_texts())
+    assert any("1.000 in every epoch" in t.get_text() for t in fig.axes[1].texts)
+    assert fig.axes[-1].get_ylabel() == "cross-entropy"  # the warm-up's twin axis stays the last
+    _saved(fig, tmp_path)

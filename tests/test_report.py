@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 
@@ -61,7 +62,8 @@ def _png(path, size=(8, 6)):
 def test_figures_are_numbered_in_order_and_embedded_as_data_uris(tmp_path):
     path = _png(tmp_path / "roc.png")
     figs = report.Figures(tmp_path)
-    assert figs.ref("class_distribution") == "Figure 1"
+    assert figs.ref("triplet_illustration") == "Figure 1"  # section 3 comes before the data figures
+    assert figs.ref("class_distribution") == "Figure 2"
     assert figs.ref("roc") == f"Figure {FIGURE_STEMS.index('roc') + 1}"
     markdown = figs.markdown("roc", "ROC & <friends>")
     number = FIGURE_STEMS.index("roc") + 1
@@ -120,15 +122,26 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     text = report.loss_comparison_markdown(runs)
     rows = [line for line in text.splitlines() if line.startswith("| semihard") or line.startswith("| hard")]
     assert len(rows) == 2
-    # the smoke profile's model, batches and schedule
-    recipe = "compact w8 @64 px, 16-d, 6 x 4 batches, LR 0.001, 0 + 2 epochs"
-    assert f"| semihard | {recipe} | semi-hard | 0.50 | 2 | 2 (triplet) | 21 | 0.910 | 0.810 | 0.910 | 0.810 |" in rows
-    assert f"| hard | {recipe} | batch-hard | 0.50 | 2 | 1 (warmup) | 21 | 0.880 | 0.780 | 0.880 | 0.780 |" in rows
+    # A short model cell pointing at one legend entry per distinct recipe (the A4 page has room for
+    # 9 short columns, not for the recipe), the epochs each phase ran, "AUC / P@1" pairs.
+    assert ("| semihard | w8, 16-d (1) | semi-hard | 0.50 | 1 + 1 | 2 (triplet) | 0.3 | 0.910 / 0.810 "
+            "| 0.910 / 0.810 |") in rows
+    assert ("| hard | w8, 16-d (1) | batch-hard | 0.50 | 1 + 1 | 1 (warmup) | 0.3 | 0.880 / 0.780 "
+            "| 0.880 / 0.780 |") in rows
+    assert all(len(row.split(" | ")) == 9 for row in rows)
+    assert ("Models: (1) compact w8 @64 px, 16-d, 6 x 4 batches, LR 0.001, budget 0 + 2 epochs "
+            "(runs semihard, hard).") in text
+    assert text.startswith(f"**{report.TABLE_NUMBERS.ref('loss_comparison')}.** Runs compared")
     assert "run `semihard` (semi-hard triplet loss)" in text
     # A run that kept its warm-up epoch is called out, with its collapse when the distances show one.
     assert "Run `hard` kept a warm-up epoch" in text and "collapsed embedding" in text
     assert "Run `semihard` kept" not in text
     assert "second loss" in report.loss_comparison_markdown(runs[:1])
+    # Several such runs: the explanation once, naming all of them.
+    more = _fake_run(tmp_path / "hard2", "hard", 0.87)
+    text = report.loss_comparison_markdown(runs + [more])
+    assert "Runs `hard` and `hard2` kept a warm-up epoch" in text and text.count("kept a warm-up epoch") == 1
+    assert text.count("collapsed embedding") == 1
 
 
 def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(tmp_path):
@@ -145,10 +158,10 @@ def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(
     text = report.transfer_markdown([scratch, frozen])
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
             if line.startswith("| scratch") or line.startswith("| frozen")}
-    assert rows["scratch"] == ("| scratch | compact w8 @64 px | from scratch | images | - | 0.3 | 0.850 "
-                               "| 0.750 | 0.850 | 0.750 |")
+    assert rows["scratch"] == ("| scratch | compact w8 @64 px | from scratch | images | - | 0.3 | 0.850 / 0.750 "
+                               "| 0.850 / 0.750 |")
     assert rows["frozen"].startswith("| frozen | efficientnet_lite0 @96 px | ImageNet-pretrained, frozen "
-                                     "| cached features | 10.0 | 0.3 | 0.930 |")
+                                     "| cached features | 10.0 | 0.3 | 0.930 / ")
     assert report.IMAGENET_OVERLAP_CAVEAT in text and "only augmentation" in text
     assert "reaches a test AUC of 0.930 against 0.850" in text
     # The caveat wherever a pretrained run's own figures appear.
@@ -172,7 +185,7 @@ def test_a_cosface_warmup_is_named_in_the_table_and_the_text(tmp_path):
     config.save(run_dir / "config.json")
     assert "1 + 1 epochs (CosFace (margin 0.2) warm-up)" in report.loss_comparison_table([run_dir])
     config.replace(finetune_learning_rate=3e-4).save(run_dir / "config.json")
-    assert "LR 0.001 / 0.0003, 1 + 1 epochs" in report.loss_comparison_table([run_dir])
+    assert "LR 0.001 / 0.0003, budget 1 + 1 epochs" in report.loss_comparison_table([run_dir])
     assert "A CosFace (margin 0.2) classification warm-up runs for 1 epochs" in (
         report.optimisation_markdown({"config": config}))
     assert "restarts the schedule at a peak of 0.001" in report.optimisation_markdown(
@@ -190,6 +203,171 @@ def test_a_triplet_phase_with_the_softmax_kept_on_is_named(tmp_path):
         report.optimisation_markdown({"config": config}))
     assert "stays on" not in report.optimisation_markdown(
         {"config": config.replace(triplet_softmax_weight=0.0)})
+
+
+# --- issue 17: recipe credit, numbered tables, chance levels, contents, bibliography -----------------
+
+def _history_run(tmp_path, name, rows, **config):
+    """A run directory with a config over the smoke profile and a history.csv of `rows`:
+    (phase, loss, val_auc) per epoch."""
+    run_dir = tmp_path / name
+    run_dir.mkdir(parents=True)
+    Config.from_profile("smoke", **config).save(run_dir / "config.json")
+    lines = ["epoch,phase,loss,active_fraction,mean_positive_distance,mean_negative_distance,val_auc,seconds"]
+    lines += [f"{epoch},{phase},{loss},1,0.8,1.1,{auc},60" for epoch, (phase, loss, auc) in enumerate(rows, 1)]
+    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+    return report.read_run(run_dir)
+
+
+def test_tables_are_numbered_and_captioned_like_figures():
+    tables = report.Tables()
+    names = [name for name, _ in report.TABLES]
+    assert tables.ref(names[0]) == "Table 1" and tables.ref("config") == f"Table {len(names)}"
+    assert report.TABLE_NUMBERS.ref("loss_comparison") == tables.ref("loss_comparison")
+    text = tables.markdown("split", "| a |\n|:--|\n| 1 |")
+    assert text.startswith(f"**Table {names.index('split') + 1}.** Images and classes") and text.endswith("| 1 |")
+    assert tables.markdown("split", "| a |", caption="Mine.").startswith("**Table 3.** Mine.\n\n| a |")
+    # Every table of a section comes under its number, and the text cites that number.
+    config = Config.from_profile("smoke")
+    augmentation = report.augmentation_markdown({"config": config}, report.Figures("."))
+    assert f"{tables.ref('augmentation')}; Figure" in augmentation.replace("ranges of ", "")
+    assert f"**{tables.ref('augmentation')}.** Random augmentation" in augmentation
+
+
+def test_the_threshold_free_table_has_no_accuracy_column():
+    test = {"num_pairs": 10, "roc_auc": 0.8, "roc_auc_ci95": [0.7, 0.9], "eer": 0.2, "tar_at_far": {"0.01": 0.1},
+            "confusion": {"accuracy": 0.75}}
+    table = report.verification_table({"seen": {"trained": {"test": test}}})
+    assert "accuracy" not in table and "75.0%" not in table
+    assert table.splitlines()[2] == "| seen classes | trained model | 10 | 0.800 | 0.700 to 0.900 | 0.200 | 0.100 |"
+
+
+def test_chance_levels_of_retrieval():
+    # 150 classes of 50 test images vs 25 classes of 500: not comparable
+    assert report.chance_precision_at_1([50] * 150) == pytest.approx(49 / 7499)
+    assert report.chance_precision_at_1([500] * 25) == pytest.approx(499 / 12499)
+    assert report.chance_precision_at_1([3, 1]) == pytest.approx((3 * 2 / 3 + 0) / 4)
+    assert report.chance_recall_at_k([500] * 25, 1) == pytest.approx(499 / 12499)
+    assert report.chance_recall_at_k([2, 2], 3) == pytest.approx(1.0)  # k covers every other image
+    assert report.chance_recall_at_k([500] * 25, 5) == pytest.approx(1 - np.prod([(12000 - i) / (12499 - i)
+                                                                                   for i in range(5)]))
+    assert report.tables.balanced_class_counts(7, 3) == [3, 2, 2]
+    # metrics.json's counts (no evaluation arrays): the balance assumption, said so in the text
+    run = {"run_dir": Path("/nonexistent"), "config": Config.from_profile("smoke"), "metrics": {
+        "seen": {"num_test_images": 7500, "num_test_classes": 150,
+                 "trained": {"retrieval": {"k": 5, "precision_at_1": 0.2, "recall_at_k": 0.4, "map_at_r": 0.06,
+                                           "num_queries": 7500}}},
+        "unseen": {"num_test_images": 12500, "num_test_classes": 25,
+                   "trained": {"retrieval": {"k": 5, "precision_at_1": 0.4, "recall_at_k": 0.6, "map_at_r": 0.09,
+                                             "num_queries": 12500}}}}}
+    chance = report.retrieval_chance(run)
+    assert chance["seen"]["precision_at_1"] == pytest.approx(49 / 7499) and chance["seen"]["source"] == "balanced"
+    text = report.retrieval_markdown(run, report.Figures("."))
+    assert "P@1 of 0.007" in text and "P@1 of 0.040" in text and "not comparable" in text
+    assert "assume every class has the same number" in text
+    assert "| seen classes | trained model | 7,500 | 0.200 | 0.400 | 0.060 | 0.007 |" in text
+
+
+def test_the_credit_names_the_warmup_or_reads_as_pure_triplet_training(tmp_path):
+    warm = _history_run(tmp_path, "warm", [("warmup", 4.6, 0.70), ("warmup", 3.9, 0.78), ("warmup", 3.1, 0.80),
+                                           ("triplet", 0.48, 0.79), ("triplet", 0.47, 0.805)],
+                        warmup_epochs=3, epochs=2, finetune_learning_rate=3e-4)
+    assert "softmax (NormFace) classification warm-up, then the semi-hard triplet loss" in report.title_block(warm)
+    assert report.training_recipe(warm["config"], report.run_history(warm)) == (
+        "3 epochs of softmax (NormFace) classification warm-up, then 2 epochs of the semi-hard triplet loss "
+        "with online semi-hard mining")
+    loss = report.loss_markdown(warm)
+    assert "**Classification warm-up.** Most epochs" in loss and "NormFace [3]" in loss and "[5, 7]" in loss
+    assert "$$\\mathcal{L}_{\\text{warm-up}}" in loss and "lower peak, 0.0003" in loss
+    sentences = " ".join(report.phase_auc_sentences(report.run_history(warm)))
+    assert "0.800 when the warm-up ended (epoch 3) and 0.805 after the last triplet epoch (epoch 5)" in sentences
+    assert "raised it by 0.005" in sentences
+    intro = report.introduction_summary(warm, report.Figures("."))
+    assert "Most of the training is therefore classification: 3 of its 5 epochs" in intro
+    # still rising at the end: budget-bound
+    assert "budget-bound" in report.budget_sentence(report.run_history(warm))
+    assert "[8]" in report.budget_sentence(report.run_history(warm))
+
+    lowered = _history_run(tmp_path, "lowered", [("warmup", 4.6, 0.80), ("triplet", 0.48, 0.75),
+                                                 ("triplet", 0.47, 0.74)], warmup_epochs=1, epochs=2)
+    sentences = " ".join(report.phase_auc_sentences(report.run_history(lowered)))
+    assert "the triplet phase **lowered** it, by 0.060" in sentences
+    assert "the model kept is the warm-up classifier's embedding" in sentences
+    assert "budget-bound" not in report.budget_sentence(report.run_history(lowered))
+
+    pure = _history_run(tmp_path, "pure", [("triplet", 0.49, 0.6), ("triplet", 0.45, 0.7)])
+    assert report.report_title(pure["config"]).endswith("trained by the semi-hard triplet loss")
+    assert "warm-up" not in report.title_block(pure)
+    assert report.training_recipe(pure["config"], report.run_history(pure)) == (
+        "the semi-hard triplet loss with online semi-hard mining alone, for 2 epochs (no classification warm-up)")
+    assert "**no classification warm-up**: every epoch minimises the triplet loss" in report.loss_markdown(pure)
+    assert "Every epoch minimised the triplet loss" in " ".join(report.phase_auc_sentences(report.run_history(pure)))
+    assert "classification" not in report.introduction_summary(pure, report.Figures(".")).replace(
+        "no classification warm-up", "")
+
+
+def test_training_text_marks_the_phases_and_a_flat_series(tmp_path):
+    run = _history_run(tmp_path, "run", [("warmup", 4.6, 0.70), ("triplet", 0.48, 0.79)], warmup_epochs=1,
+                       epochs=1)
+    figs = report.Figures(".")
+    text = report.training_markdown(run, figs)
+    assert "was 1.000 in every epoch" in text and f"**{report.TABLE_NUMBERS.ref('phases')}.**" in text
+    assert "| classification warm-up | 1-1 | 1.0 | 0.700 | 0.700 (epoch 1) |" in text
+    caption = report.training_curves_caption(run)
+    assert "kept (best) epoch, 2; the dashed line the end of the warm-up" in caption
+    assert "the same, 1.000, in every epoch" in caption
+
+
+def test_table_of_contents_is_built_from_the_headings():
+    page = ('<h1>Title</h1><p>run</p><div><h2>1. Introduction</h2><p>x</p><h3>Data &amp; split</h3>'
+            '<h3>Data &amp; split</h3></div><h2 id="kept">2. Results</h2>')
+    out = report.add_table_of_contents(page)
+    toc = out[out.index("<nav"):out.index("</nav>")]
+    assert out.index("<nav") < out.index("<h2") and out.index("<h1>") < out.index("<nav")
+    assert re.findall(r'href="#([^"]+)"', toc) == ["section-1-introduction", "section-data-split",
+                                                   "section-data-split-2", "kept"]
+    assert '<h3 id="section-data-split-2">' in out and '<h2 id="kept">' in out
+    assert "<li><a href=\"#section-1-introduction\">1. Introduction</a><ol>" in toc  # h3 nested in its h2
+    assert "Data &amp; split" in toc
+    assert report.add_table_of_contents("<p>no headings</p>") == "<p>no headings</p>"
+    assert report.external_resources(out) == []
+
+
+def test_bibliography_is_numbered_and_every_reference_is_cited():
+    bibliography = report.bibliography_markdown()
+    assert bibliography.splitlines()[0].startswith("1. F. Schroff") and len(bibliography.splitlines()) == len(
+        report.REFERENCES)
+    assert report.cite("musgrave", "zhai") == "[5, 7]"
+    prose = (NOTEBOOKS_DIR / "report.py").read_text()
+    library = (REPO / "lib" / "tinymatch" / "report" / "text.py").read_text()
+    cited = {int(n) for group in re.findall(r"\[(\d+(?:, \d+)*)\]", prose) for n in group.split(", ")}
+    cited |= {report.text.REFERENCE_NUMBERS[key] for key in re.findall(r"cite\(((?:'[a-z]+'(?:, )?)+)\)", library)
+              for key in re.findall(r"'([a-z]+)'", key)}
+    assert cited == set(range(1, len(report.REFERENCES) + 1))
+
+
+def test_reproducibility_names_versions_stage_times_and_one_command(tmp_path):
+    run = _history_run(tmp_path, "cpu-x", [("triplet", 0.49, 0.6), ("triplet", 0.45, 0.7)])
+    run_dir = run["run_dir"]
+    (run_dir / "environment.json").write_text(json.dumps(
+        {"cpu": "Test CPU", "cpu_count": 2, "gpus": [], "keras": "3.0", "numpy": "2.0", "platform": "Linux",
+         "python": "3.11.7", "tensorflow": "2.21.0", "tinymatch": "0.1.0"}))
+    (run_dir / "training.json").write_text(json.dumps({"wall_seconds": 150.0, "best_epoch": 2}))
+    (run_dir / "notebooks").mkdir()
+    (run_dir / "notebooks" / "03_evaluate.ipynb").write_text(json.dumps(
+        {"metadata": {"papermill": {"duration": 42.5}}, "cells": []}))
+    run = report.read_run(run_dir)
+    assert report.stage_seconds(run) == [("training epochs (sum)", "history.csv", 120.0),
+                                         ("training, wall clock", "training.json", 150.0),
+                                         ("notebook `03_evaluate` (evaluation)", "notebooks/03_evaluate.ipynb", 42.5)]
+    text = report.reproducibility_markdown(run, [run_dir, tmp_path / "other"])
+    assert "2 logical cores of Test CPU, no GPU" in text and "TensorFlow 2.21.0" in text and "**Seed:** 1337" in text
+    assert "| training, wall clock | `training.json` | 2.5 min (150 s) |" in text
+    assert "`make report PROFILE=smoke RUN_DIR=runs/cpu-x COMPARE=\"runs/other\"`" in text
+    changed = {**run, "config": run["config"].replace(margin=0.3)}
+    assert report.rerender_command(changed) == "tinymatch report --config runs/cpu-x/config.json --out runs/cpu-x"
+    conclusion = report.conclusion_markdown(run)
+    assert "**Budget.**" in conclusion and "**One run.**" in conclusion
 
 
 # --- setup, publish, the CLI ------------------------------------------------------------------------
@@ -288,13 +466,29 @@ def _git_status():
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
+def smoke_study(tmp_path_factory, synthetic_dir, synthetic_dataset):
+    """A finished 3-trial study of 2-epoch smoke runs (learning rate and margin searched)."""
+    from tinymatch import tune
+    from tinymatch.search_space import FLOAT, Dimension
+
+    study_dir = tmp_path_factory.mktemp("study")
+    config = Config.from_profile("smoke", data=str(synthetic_dir), epochs=2, steps_per_epoch=1,
+                                 early_stopping_patience=0, max_positive_pairs=50)
+    space = (Dimension("learning_rate", FLOAT, 1e-3, 1e-2, log=True), Dimension("margin", FLOAT, 0.05, 0.5))
+    tune.run_study("smoke", config, study_dir=study_dir, trials=3, trial_minutes=0, progress=False,
+                   space=space, dataset=synthetic_dataset)
+    return study_dir
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory, smoke_study, smoke_ablation):
     root = tmp_path_factory.mktemp("smoke-report")
     config = Config.from_profile("smoke")
     before = _git_status()
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("TINYMATCH_DATA", raising=False)  # the smoke profile must make its synthetic data
-        outputs = report.run_report(config, run_dir=root / "run", pdf=CHROMIUM is not None, progress=False)
+        outputs = report.run_report(config, run_dir=root / "run", pdf=CHROMIUM is not None, progress=False,
+                                    study_dir=smoke_study, ablation_dir=smoke_ablation[0])
     return config, outputs, before, _git_status()
 
 
@@ -337,17 +531,51 @@ def test_smoke_report_html_is_self_contained(smoke_report):
     assert not [tag for tag in tags if re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", tag)]
     assert report.external_resources(page) == []
     assert "mathjax" not in page.lower() and "require.min.js" not in page
-    assert page.count('src="data:image/png;base64,') >= len(FIGURE_STEMS)
-    for number in range(1, len(FIGURE_STEMS) + 1):
+    drawn = report.Figures(outputs["figs"]).numbers  # every optional part was given
+    assert set(drawn) == set(FIGURE_STEMS) - (set() if CHROMIUM else {"projector_pca", "projector_tsne"})
+    assert page.count('src="data:image/png;base64,') >= len(drawn)
+    for number in range(1, len(drawn) + 1):
         assert f"<b>Figure {number}.</b>" in page
     assert "<math" in page  # the triplet formulas, as MathML
     assert "Traceback" not in page and 'data-mime-type="application/vnd.jupyter.stderr"' not in page
     visible = _visible_text(page)
-    for placeholder in ("????", "TODO", "TBD", "XXX", "nan%", " nan ", "Error"):
+    for placeholder in ("????", "TODO", "TBD", "XXX", "nan%", " nan ", "Error:"):
         assert placeholder not in visible
+    assert not re.search(r"\b[A-Z]\w*Error\b", visible)  # an exception's name (not "Error analysis")
     assert "def " not in visible and "import " not in visible, "code cells must be hidden"
     # one TensorBoard for scalars and projector: the export is inside the run's log directory
     assert "tensorboard --logdir run/tensorboard" in visible and "run/projector" not in visible
+
+
+@pytest.mark.slow
+def test_smoke_report_has_every_part_and_cites_the_run_files(smoke_report, smoke_ablation):
+    """Issue 17's parts are there, and the numbers they print are the ones in the JSON files."""
+    _, outputs, _, _ = smoke_report
+    visible = " ".join(_visible_text(outputs["html"].read_text()).split())
+    run = report.read_run(outputs["run_dir"])
+    for part in ("Error analysis", "Ablation: what each part of the recipe contributes", "Tuning study",
+                 "Conclusion and limitations", "Compute and reproducibility", "Bibliography",
+                 "Ablation: pair ROC AUC", "Tuning study: the search space",
+                 "Test pair AUC with two 95% intervals", "Two operating points per protocol",
+                 "Schroff", "Koch"):
+        assert part in visible, part
+    if CHROMIUM:
+        assert "Embedding Projector on this run's export, screenshot by headless Chromium" in visible
+    metrics, errors = run["metrics"], run["error_analysis"]
+    # one threshold: the tables, the text and the shipped model's
+    tau = report.fmt(metrics["threshold"])
+    assert f"τ = {tau}" in visible and metrics["siamese"]["threshold"] == metrics["threshold"]
+    stated = set(re.findall(r"τ = ([0-9.]+)", visible))
+    assert stated <= {tau, report.fmt(metrics["siamese"]["threshold_from_training"])}
+    for protocol in ("seen", "unseen"):
+        auc = metrics[protocol]["trained"]["test"]["roc_auc"]
+        assert report.fmt(auc) in visible
+        low, high = errors["protocols"][protocol]["roc_auc_class_ci95"]
+        assert f"{report.fmt(low)} - {report.fmt(high)}" in visible
+        chance = errors["protocols"][protocol]["retrieval_chance"]["precision_at_1"]
+        assert f"against chance {report.fmt(chance)}" in visible
+    for variant in smoke_ablation[3]["variants"]:
+        assert f"{report.fmt(variant['mean']['val_auc'])} +- {report.fmt(variant['sd']['val_auc'])}" in visible
 
 
 def _visible_text(page):

@@ -97,6 +97,23 @@ def test_study_figures_and_tables(resumed_study):
     assert all(r["state"] == "COMPLETE" and r["epochs_run"] == 2 and not r["budget_cut"] for r in rows)
 
 
+def test_report_study_part_cites_the_study_and_draws_its_figures(resumed_study, tmp_path):
+    from tinymatch.report import study as study_report
+    study_dir, _, summary, _ = resumed_study
+    drawn = study_report.save_study_figures(study_dir, tmp_path)
+    assert drawn == ["study_history", "study_importances", "study_slice"]
+    assert all((tmp_path / f"{stem}.png").stat().st_size > 1000 for stem in drawn)
+    text = study_report.study_markdown(study_dir)
+    facts = study_report.study_facts(study_dir)
+    assert "3 trials: 3 complete, 0 pruned" in text
+    assert f"{summary['best_value']:.3f}" in text and f"number {summary['best_trial']}" in text
+    assert facts["search_space"] == search_space_rows(TINY_SPACE)  # as the study stored it
+    for row in facts["search_space"]:
+        assert f"| {row['parameter']} |" in text
+    best_rows = [line for line in study_report.best_trials_table(study_dir).splitlines()[2:]]
+    assert best_rows[0].startswith(f"| {summary['best_trial']} |")  # ranked by the objective
+
+
 def test_resume_with_another_setup_is_refused(resumed_study, synthetic_dir, synthetic_dataset):
     study_dir, _, _, _ = resumed_study
     with pytest.raises(StudyMismatchError, match="margin"):

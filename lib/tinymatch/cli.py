@@ -204,7 +204,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         outputs = report.run_report(config, run_dir=args.out, pdf=not args.no_pdf, progress=not args.quiet,
-                                    compare_run_dirs=args.compare)
+                                    compare_run_dirs=args.compare, study_dir=args.study,
+                                    ablation_dir=args.ablation)
         if args.publish:  # the only way a run reaches the committed reports/ and figs/
             outputs.update({f"published {name}": path for name, path in
                             report.publish(outputs["run_dir"], args.reports_dir, args.figs_dir).items()})
@@ -233,6 +234,29 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if summary:  # counts, best value and params, the best trial's run directory and config
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     print(f"study directory: {study_dir}")
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    out = _check_out_dir(args.out)
+    from tinymatch import ablation
+
+    variants = ablation.default_variants(config)
+    if args.variants:
+        known = {v.name: v for v in variants}
+        unknown = [name for name in args.variants if name not in known]
+        if unknown:
+            print(f"tinymatch ablate: error: --variants {', '.join(unknown)}: unknown for this config "
+                  f"(choose from {', '.join(known)})", file=sys.stderr)
+            return 2
+        variants = tuple(known[name] for name in args.variants)
+    result = ablation.run_ablation(config, out, variants=variants, seeds=args.seeds,
+                                   progress=not args.quiet)
+    for row in ablation.ablation_rows(result):
+        cells = "  ".join(f"{m} {row[m][0]:.4f}+-{row[m][1]:.4f}" for m in ablation.METRICS)
+        print(f"{row['name']:<16} {cells}")
+    print(f"ablation directory: {out}")
     return 0
 
 
@@ -321,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pdf", action="store_true", help="HTML only")
     p.add_argument("--compare", action="append", default=[], metavar="RUN_DIR",
                    help="another finished run for the loss comparison table (repeatable)")
+    p.add_argument("--study", default=None, metavar="STUDY_DIR",
+                   help="a `tinymatch tune` study directory for the report's tuning-study part")
+    p.add_argument("--ablation", default=None, metavar="ABLATION_DIR",
+                   help="a `tinymatch ablate` directory for the report's ablation part")
     p.set_defaults(func=_cmd_report)
 
     p = command("tune", "search hyperparameters with Optuna: a study of short training runs")
@@ -334,6 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="STUDY_DIR",
                    help="study directory (default: runs/studies/NAME)")
     p.set_defaults(func=_cmd_tune)
+
+    p = command("ablate", "controlled ablation: the recipe and one-change variants, several seeds")
+    _add_config_args(p)
+    _add_data_arg(p)
+    p.add_argument("--seeds", type=_count(1), default=3, metavar="N",
+                   help="seeds per variant (config seed, +1, ...; each also draws the split)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                   help="only these variants (recipe, warmup_only, triplet_only, batch_hard, "
+                        "no_augmentation); default: all that apply")
+    p.add_argument("--out", default="runs/ablation", metavar="DIR",
+                   help="ablation directory (re-run the same command to resume)")
+    p.set_defaults(func=_cmd_ablate)
     return parser
 
 

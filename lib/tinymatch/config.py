@@ -138,7 +138,7 @@ class Config:
     # Exponential moving average of the trainable weights (0 = off, e.g. 0.999): validation,
     # the best model and model.keras use the averaged weights; training continues on the raw ones.
     ema_decay: float = 0.0
-    epochs: int = 10
+    epochs: int = 10  # triplet-phase epochs (0: the warm-up alone, for ablations)
     steps_per_epoch: int = 0  # 0 = one pass over the training images
     early_stopping_patience: int = 3
     jit_compile: bool = False
@@ -179,6 +179,9 @@ class Config:
             raise ConfigError(f"config.val_fraction + config.test_fraction = "
                               f"{self.val_fraction + self.test_fraction:g}: must be < 1 (the rest "
                               "of each class's images are the training part)")
+        if self.epochs == 0 and self.warmup_epochs == 0:
+            raise ConfigError("config.epochs=0 needs config.warmup_epochs >= 1 (a run of the "
+                              "classification warm-up alone); nothing would be trained")
         if self.warmup_margin and self.warmup_head != "cosface":
             raise ConfigError(f"config.warmup_margin={self.warmup_margin!r} needs "
                               "config.warmup_head='cosface' (the normface head has no margin)")
@@ -347,7 +350,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "finetune_learning_rate": (0, 1, False, True),  # 0 = learning_rate
     "weight_decay": (0, 1, False, True),
     "ema_decay": (0, 1, False, True),
-    "epochs": (1, _INF, False, True),
+    "epochs": (0, _INF, False, True),  # 0 only after a warm-up (a warm-up-only run): validate()
     "steps_per_epoch": (0, _INF, False, True),  # 0 = one pass over the training images
     "early_stopping_patience": (0, _INF, False, True),  # 0 = never stop early
     "logical_devices": (0, 64, False, False),

@@ -245,7 +245,8 @@ def _skip_reason(dataset, part_indices) -> str | None:
 
 # --- a whole run ----------------------------------------------------------------------------------
 
-def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = True) -> dict:
+def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = True,
+                 baselines: bool = True) -> dict:
     """Evaluate run_dir/model.keras and the two baselines on every protocol; write metrics.json.
 
     Writes (all atomically; names from `tinymatch.rundir`):
@@ -263,21 +264,26 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
 
     Parts are restricted to what the model never saw (`Splits.evaluation_indices`): a model trained
     on 'joint' is judged on held-out images of its classes (seen) and on held-out classes (unseen);
-    a model trained on 'seen' saw every class, so 'unseen' is {"skipped": reason}. Each protocol's
-    test part is judged at the threshold chosen on its own val part. The run's frozen threshold
-    (metrics["threshold"], used for official-val) is chosen on config.protocol's val part; for
-    'joint' that part gets its own entry (val figures only) and pairs/joint_val.npz.
+    a model trained on 'seen' saw every class, so 'unseen' is {"skipped": reason}. One threshold
+    per model is chosen, on config.protocol's val pairs only (for 'joint': the val images of the
+    training classes and the unseen val classes, which get their own entry with val figures only
+    and pairs/joint_val.npz), and every protocol's val and test parts are judged at it: a deployed
+    matcher has one threshold and cannot recalibrate on classes it has not met. The trained
+    model's threshold is written into siamese.keras (`ship_threshold`), so the shipped model, the
+    tables and the figures use the same number, and the shipped model scores a sample of the test
+    pairs itself (metrics["siamese"]).
 
     metrics.json: {"threshold" (trained, chosen on config.protocol's val pairs), settings...,
     "<protocol>": {"num_val_images", "num_test_images", "num_test_classes", "<model>": {"threshold",
     "val": {...}, "test": {"roc_auc", "roc_auc_ci95", "eer", "tar_at_far", "confusion", ...},
-    "retrieval": {"precision_at_1", "recall_at_k", "k", "map_at_r", ...}}}}. official-val has no
-    "val" part: each model keeps its threshold from config.protocol. Returns the metrics dict.
+    "retrieval": {"precision_at_1", "recall_at_k", "k", "map_at_r", ...}}}, "siamese": {...}}.
+    official-val has no "val" part. Returns the metrics dict. baselines=False: the trained model
+    alone (ablations: the baselines do not change between their runs).
     """
     run = RunDir(run_dir)
     if not run.model.is_file():
         raise FileNotFoundError(f"no trained model in the run directory: {run.model}")
-    embedders = model_embedders(run.model, dataset, config, baselines=True, progress=progress)
+    embedders = model_embedders(run.model, dataset, config, baselines=baselines, progress=progress)
     metrics: dict = {
         "model": run.model.name,
         "threshold_protocol": config.protocol,
@@ -287,7 +293,14 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
         "hard_negatives": config.hard_negatives,
         "seed": config.seed,
     }
-    for protocol in SPLIT_EVALUATIONS:
+    frozen = None  # each model's threshold, chosen once on config.protocol's val pairs
+    if config.protocol not in SPLIT_EVALUATIONS:  # 'joint': its own val part (seen + unseen) decides
+        val_indices = np.asarray(splits.indices(config.protocol, "val"), dtype=np.int64)
+        metrics[config.protocol] = _choose_thresholds(config.protocol, val_indices, dataset, embedders,
+                                                      config, run.path)
+        frozen = _thresholds_of(metrics[config.protocol], config, embedders)
+    # The protocol that chooses the threshold first, then every other at that frozen threshold.
+    for protocol in sorted(SPLIT_EVALUATIONS, key=lambda name: name != config.protocol):
         try:
             part_indices = _part_indices(splits, protocol, config.protocol)
         except ValueError as err:  # e.g. a 'seen'-trained model cannot be judged on unseen classes
@@ -297,22 +310,80 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
         if reason:
             metrics[protocol] = {"skipped": reason}
             continue
-        metrics[protocol] = evaluate_protocol(protocol, part_indices, dataset, embedders, config, run.path)
-    if config.protocol not in SPLIT_EVALUATIONS:  # 'joint': its own val part (seen + unseen) decides
-        val_indices = np.asarray(splits.indices(config.protocol, "val"), dtype=np.int64)
-        metrics[config.protocol] = _choose_thresholds(config.protocol, val_indices, dataset, embedders,
-                                                      config, run.path)
-    chosen = metrics[config.protocol]
-    if "skipped" in chosen:
-        raise ValueError(f"config.protocol={config.protocol!r}: cannot choose a threshold: {chosen['skipped']}")
-    metrics["threshold"] = chosen["trained"]["threshold"]
+        metrics[protocol] = evaluate_protocol(protocol, part_indices, dataset, embedders, config,
+                                              run.path, frozen)
+        if protocol == config.protocol:
+            frozen = _thresholds_of(metrics[protocol], config, embedders)
+    if frozen is None:
+        _thresholds_of(metrics[config.protocol], config, embedders)  # raises: why there is none
+    metrics["threshold"] = frozen["trained"]
     official = official_val_indices(splits.official, splits.labels, required=False)
     if len(official) and _skip_reason(dataset, {"test": official}) is None:
-        frozen = {name: chosen[name]["threshold"] for name in embedders}
         metrics["official-val"] = evaluate_protocol("official-val", {"test": official}, dataset,
                                                     embedders, config, run.path, frozen)
+    metrics["siamese"] = ship_threshold(run, metrics["threshold"], config, dataset,
+                                        [p for p in SPLIT_EVALUATIONS if "skipped" not in metrics[p]])
     write_json(run.metrics, metrics)
     return metrics
+
+
+def _thresholds_of(chosen: dict, config: Config, embedders) -> dict[str, float]:
+    if "skipped" in chosen:
+        raise ValueError(f"config.protocol={config.protocol!r}: cannot choose a threshold: {chosen['skipped']}")
+    return {name: chosen[name]["threshold"] for name in embedders}
+
+
+# The shipped Siamese model scores this many positive and as many negative test pairs of each
+# protocol itself: a check that the file a user loads decides as the tables say (it embeds every
+# image of a pair again, so not all pairs).
+SIAMESE_CHECK_PAIRS = 500
+
+
+def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, protocols) -> dict:
+    """Write `threshold` into run/siamese.keras (rebuilt around its own embedding model, saved
+    atomically) and let that file decide a seeded sample of each protocol's test pairs.
+
+    Returns {"threshold", "threshold_from_training" (what training stored, chosen on its smaller
+    val selection), "<protocol>": {"pairs", "accuracy", "tar", "far", "agreement" (share of pairs
+    decided as the evaluation's distances decide them), "max_distance_difference"}}.
+    """
+    from tinymatch.model_files import save_model
+
+    result: dict = {"threshold": float(threshold), "threshold_from_training": None}
+    if not run.siamese.is_file():
+        return result
+    siamese = model_module.load_model(run.siamese)
+    result["threshold_from_training"] = float(model_module.siamese_threshold(siamese))
+    if result["threshold_from_training"] != float(threshold):
+        embedding = model_module.embedding_from_siamese(siamese)
+        siamese = model_module.build_siamese_model(embedding, float(threshold), config.distance_metric)
+        save_model(siamese, run.siamese, clone=False)
+    for protocol in protocols:
+        result[protocol] = _siamese_decisions(siamese, run, protocol, dataset, config, float(threshold))
+    return result
+
+
+def _siamese_decisions(siamese, run: RunDir, protocol: str, dataset, config: Config, threshold: float) -> dict:
+    from tinymatch.rundir import read_evaluation_arrays
+
+    arrays = read_evaluation_arrays(run.path, protocol, "trained")
+    same = np.asarray(arrays["test_same"], bool)
+    rng = np.random.default_rng(config.seed)
+    chosen = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(same))[:SIAMESE_CHECK_PAIRS],
+        rng.permutation(np.flatnonzero(~same))[:SIAMESE_CHECK_PAIRS]]))
+    images = np.asarray(dataset.images)
+    first = images[arrays["test_first"][chosen]].astype(np.float32)
+    second = images[arrays["test_second"][chosen]].astype(np.float32)
+    out = siamese.predict([first, second], batch_size=config.eval_batch_size, verbose=0)
+    match = np.asarray(out["match"]).reshape(-1) > 0.5
+    distance = np.asarray(out["distance"], np.float64).reshape(-1)
+    evaluated = np.asarray(arrays["test_distances"], np.float64)[chosen]
+    truth = same[chosen]
+    return dict(pairs=int(len(chosen)), accuracy=float(np.mean(match == truth)),
+                tar=float(np.mean(match[truth])), far=float(np.mean(match[~truth])),
+                agreement=float(np.mean(match == (evaluated <= threshold))),
+                max_distance_difference=float(np.max(np.abs(distance - evaluated))))
 
 
 # --- one model file (`tinymatch evaluate`) --------------------------------------------------------

@@ -70,6 +70,17 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_to_builtin) + "\n")
 
 
+def nan_to_none(value: Any) -> Any:
+    """NaN -> None in nested dicts, lists and tuples (strict JSON has no NaN; null reads back)."""
+    if isinstance(value, dict):
+        return {key: nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_to_none(item) for item in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:

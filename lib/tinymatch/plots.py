@@ -69,9 +69,17 @@ def _grid_shape(count: int, columns: int) -> tuple[int, int]:
 
 # --- data ---------------------------------------------------------------------------------------------
 
-def class_distribution(labels, class_names: Sequence[str], *, title: str = "Images per class") -> Figure:
-    """Left: images of every class, sorted; right: histogram of images per class."""
+def class_distribution(labels, class_names: Sequence[str], *, title: str = "Images per class",
+                       parts: Mapping[str, Sequence[int]] | None = None) -> Figure:
+    """Left: images of every class, sorted; right: histogram of images per class.
+
+    When every class has the same count that figure is one flat bar and one histogram bin: given
+    `parts` ({part of the split: labels of its images}), it shows instead how the images of every
+    class divide among the parts (`split_parts`).
+    """
     counts = np.bincount(np.asarray(labels).reshape(-1), minlength=len(class_names))
+    if parts is not None and len(counts) and counts.min() == counts.max():
+        return split_parts(parts, class_names, total=counts)
     fig = _figure(10, 3.6)
     bars, histogram = fig.subplots(1, 2, width_ratios=[1.6, 1])
     order = np.argsort(counts)[::-1]
@@ -126,11 +134,14 @@ def augmentation(image, augmentation_layer, *, count: int = 15, columns: int = 8
 
 # --- training -----------------------------------------------------------------------------------------
 
-def training_curves(history: Mapping[str, Sequence[float]]) -> Figure:
+def training_curves(history: Mapping[str, Sequence[float]], *, best_epoch: int | None = None) -> Figure:
     """Loss, active-triplet fraction, positive/negative distances and validation AUC per epoch.
 
     `history` maps column names of history.csv to per-epoch values; missing columns leave their
-    panel with a note instead of failing (an early run may not log all of them).
+    panel with a note instead of failing (an early run may not log all of them). A dotted line marks
+    the kept epoch (`best_epoch`, default: the best validation AUC, the rule training keeps by), a
+    dashed one the end of a classification warm-up, and a series that is the same in every epoch is
+    annotated as such (a flat line says little on its own).
     """
     epochs = np.arange(1, len(next(iter(history.values()), [])) + 1)
     fig = _figure(10, 6.4)
@@ -170,12 +181,20 @@ def training_curves(history: Mapping[str, Sequence[float]]) -> Figure:
             ax.plot(epochs, np.asarray(values, dtype=float), style, color=color, marker="o",
                     markersize=3, label=label)
             drawn += 1
+            finite = np.asarray(values, dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if len(finite) > 1 and np.ptp(finite) < 1e-6:
+                ax.text(0.5, 0.5 - 0.12 * drawn, f"{label}: {finite[0]:.3f} in every epoch", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=9,
+                        bbox=dict(facecolor="white", edgecolor="gray", alpha=0.9))
         if drawn == 0:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
         elif drawn > 1 or ax is distances:
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
+    _mark_phases_and_kept_epoch((loss, active, distances, auc), epochs, warmup, history.get("val_auc"),
+                                best_epoch)
     distances.set_xlabel("epoch")
     auc.set_xlabel("epoch")
     if len(epochs):
@@ -215,8 +234,10 @@ def roc(curves: Mapping[str, Mapping[str, tuple]], operating_points: Mapping[str
     return fig
 
 
-def confusion_matrix(matrices: Mapping[str, Sequence[Sequence[int]]]) -> Figure:
-    """Pair-level confusion matrices [[tn, fp], [fn, tp]], one panel per protocol."""
+def confusion_matrix(matrices: Mapping[str, Sequence[Sequence[int]]], *,
+                     title: str = "{name} classes") -> Figure:
+    """Pair-level confusion matrices [[tn, fp], [fn, tp]], one panel per protocol (or per any
+    name: `title` formats the panel title from it)."""
     fig = _figure(4.2 * len(matrices), 3.9)
     axes = np.atleast_1d(fig.subplots(1, len(matrices))).reshape(-1)
     names = ["different", "same"]
@@ -231,7 +252,7 @@ def confusion_matrix(matrices: Mapping[str, Sequence[Sequence[int]]]) -> Figure:
         ax.set_xticks([0, 1], [f"predicted\n{name}" for name in names])
         ax.set_yticks([0, 1], [f"true\n{name}" for name in names])
         accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-        ax.set_title(f"{protocol} classes: accuracy {accuracy:.1%}", fontsize=10)
+        ax.set_title(f"{title.format(name=protocol)}: accuracy {accuracy:.1%}", fontsize=10)
     return fig
 
 
@@ -281,34 +302,56 @@ def retrieval_examples(query_images, neighbour_images, correct, query_names: Seq
     return fig
 
 
+EMBEDDING_MAP_HIGHLIGHT = 10  # classes the embedding map colours and names; the others are grey
+OTHER_CLASSES_COLOR = "#c8c8c8"
+
+
 def embedding_map(embeddings, labels, images, class_names: Sequence[str], *, method: str = "tsne",
-                  max_points: int = 1500, thumbnails: int = 120, seed: int = 0) -> Figure:
-    """2-D map of the embeddings (PCA, then t-SNE) with image thumbnails on a sample of points."""
+                  max_points: int | None = None, thumbnails: int = 20, highlight: int = EMBEDDING_MAP_HIGHLIGHT,
+                  seed: int = 0) -> Figure:
+    """2-D map of the embeddings (PCA, then t-SNE): `highlight` classes (a seeded random choice)
+    coloured and named in a legend, every other class grey, thumbnails on points of the coloured
+    classes. Draws every point given unless `max_points` (a class-balanced sample) is set, so a
+    caption can quote the caller's counts."""
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     from tinymatch.projector import subsample_for_projector
 
     labels = np.asarray(labels).reshape(-1)
-    chosen = subsample_for_projector(labels, max_points, seed=seed)
+    chosen = (subsample_for_projector(labels, max_points, seed=seed) if max_points
+              else np.arange(len(labels)))
     points = project_2d(np.asarray(embeddings, dtype=np.float32)[chosen], method=method, seed=seed)
     labels = labels[chosen]
+    unique = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    coloured = np.sort(rng.choice(unique, size=min(highlight, len(unique)), replace=False))
+    from matplotlib import colormaps
+
+    # tab10 without its grey (the other classes are grey), then black; tab20 beyond ten classes
+    palette = ([colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + ["black"]
+               if len(coloured) <= 10 else [colormaps["tab20"](i % 20) for i in range(len(coloured))])
+    colour_of = {label: palette[rank] for rank, label in enumerate(coloured)}
+    is_coloured = np.isin(labels, coloured)
     fig = _figure(9, 8)
     ax = fig.subplots()
-    colors = _class_colors(labels)
-    ax.scatter(points[:, 0], points[:, 1], c=colors, s=10, alpha=0.7, linewidths=0)
-    rng = np.random.default_rng(seed)
-    for position in rng.choice(len(chosen), size=min(thumbnails, len(chosen)), replace=False):
+    ax.scatter(points[~is_coloured, 0], points[~is_coloured, 1], c=OTHER_CLASSES_COLOR, s=8, alpha=0.6,
+               linewidths=0, label=f"{len(unique) - len(coloured)} other classes" if len(unique) > len(coloured)
+               else None)
+    for label in coloured:
+        mine = labels == label
+        ax.scatter(points[mine, 0], points[mine, 1], color=colour_of[label], s=16, alpha=0.9, linewidths=0,
+                   label=_short(class_names[label]), zorder=4)  # above the thumbnails
+    per_class = max(1, thumbnails // max(len(coloured), 1))  # a few thumbnails of every coloured class
+    candidates = [position for label in coloured
+                  for position in rng.permutation(np.flatnonzero(labels == label))[:per_class]][:thumbnails]
+    for position in candidates:
         thumbnail = OffsetImage(_as_uint8(images[chosen[position]]), zoom=0.38, interpolation="nearest")
-        ax.add_artist(AnnotationBbox(thumbnail, points[position], frameon=True, pad=0.1,
-                                     bboxprops=dict(edgecolor=colors[position], linewidth=1.5)))
-    unique = np.unique(labels)
-    if len(unique) <= 20:
-        for label in unique:
-            ax.scatter([], [], color=colors[np.flatnonzero(labels == label)[0]], label=_short(class_names[label]))
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        ax.add_artist(AnnotationBbox(thumbnail, points[position], frameon=True, pad=0.1, zorder=3,
+                                     bboxprops=dict(edgecolor=colour_of[labels[position]], linewidth=1.5)))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, markerscale=1.5)
     name = {"tsne": "PCA + t-SNE", "pca": "PCA"}[method]
-    ax.set(title=f"Embedding map ({name}) of {len(chosen):,} images, {len(unique)} classes",
-           xticks=[], yticks=[])
+    ax.set(title=f"Embedding map ({name}) of {len(chosen):,} images of {len(unique)} classes; "
+                 f"{len(coloured)} coloured", xticks=[], yticks=[])
     return fig
 
 
@@ -347,3 +390,202 @@ def _short(name: str, width: int = 16) -> str:
 __all__ = ["save_fig", "class_distribution", "samples", "augmentation", "training_curves", "roc",
            "confusion_matrix", "distance_histograms", "retrieval_examples", "embedding_map",
            "project_2d", "DPI"]
+
+
+# --- error analysis (`tinymatch.error_analysis`) ---------------------------------------------------
+
+LOG_FAR_FLOOR = 1e-4
+
+
+def roc_log_far(curves_by_label: Mapping[str, tuple],
+                operating_points: Mapping[str, tuple] | None = None) -> Figure:
+    """ROC with a log-scaled FAR axis (1e-4 to 1, TAR linear): the low-FAR end a linear plot hides.
+
+    curves_by_label: {label: (far, tar)} or {label: (far, tar, auc)}; operating_points:
+    {name: (far, tar)}, drawn as markers. FARs below 1e-4 (including 0) are drawn at 1e-4; the
+    smallest FAR a curve resolves is 1 / (its number of negative pairs).
+    """
+    fig = _figure(6, 4.6)
+    ax = fig.subplots()
+    for rank, (label, curve) in enumerate(curves_by_label.items()):
+        far, tar = np.asarray(curve[0], dtype=float), np.asarray(curve[1], dtype=float)
+        name = f"{label} (AUC {curve[2]:.3f})" if len(curve) > 2 else str(label)
+        color = PROTOCOL_COLORS.get(str(label), f"C{rank}")
+        ax.plot(np.maximum(far, LOG_FAR_FLOOR), tar, "-", color=color, linewidth=1.8, label=name)
+    for rank, (name, (far, tar)) in enumerate((operating_points or {}).items()):
+        ax.plot([max(far, LOG_FAR_FLOOR)], [tar], "osD^v"[rank % 5], color="black", markersize=7,
+                markerfacecolor="none" if rank % 2 else "black",
+                label=f"{name}: FAR {far:.4f}, TAR {tar:.3f}")
+    ax.set_xscale("log")
+    ax.set(xlim=(LOG_FAR_FLOOR, 1), ylim=(0, 1.01), xlabel="false accept rate (log scale)",
+           ylabel="true accept rate", title="ROC at low false accept rates")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def error_pairs(first_images, second_images, distances, title: str, *, columns: int = 4) -> Figure:
+    """A grid of image pairs (e.g. the hardest false accepts), the pair's distance under each."""
+    distances = np.asarray(distances, dtype=float).reshape(-1)
+    if len(distances) == 0:
+        fig = _figure(4, 1.5)
+        fig.suptitle(title, fontsize=10)
+        fig.text(0.5, 0.4, "no such pairs", ha="center", va="center", color="gray")
+        return fig
+    rows, columns = _grid_shape(len(distances), columns)
+    fig = _figure(2.5 * columns, 1.55 * rows + 0.4)
+    fig.suptitle(title, fontsize=10)
+    cells = np.asarray(fig.subfigures(rows, columns), dtype=object).reshape(-1)
+    for cell, first, second, distance in zip(cells, first_images, second_images, distances):
+        left, right = cell.subplots(1, 2)
+        _show_image(left, first)
+        _show_image(right, second)
+        cell.supxlabel(f"d = {distance:.3f}", fontsize=8)
+    return fig
+
+
+def class_extremes(images_by_class: Mapping[int, Sequence], class_names: Sequence[str],
+                   scores: Mapping[int, float], *, count: int = 3, per_class: int = 4) -> Figure:
+    """The `count` worst and best classes by score (pair AUC), one row of images each.
+
+    images_by_class: {class id: images}; scores: {class id: AUC}. Classes without images or with a
+    NaN score are left out; a class is never shown as both worst and best.
+    """
+    ranked = sorted((float(score), label) for label, score in scores.items()
+                    if len(images_by_class.get(label, ())) and np.isfinite(score))
+    worst = ranked[:count]
+    best = ranked[max(len(worst), len(ranked) - count):][::-1]
+    rows = ([("worst", WRONG_COLOR, entry) for entry in worst]
+            + [("best", CORRECT_COLOR, entry) for entry in best])
+    if not rows:
+        fig = _figure(4, 1.5)
+        fig.text(0.5, 0.5, "no class with a score", ha="center", va="center", color="gray")
+        return fig
+    per_class = max(1, min(per_class, max(len(images_by_class[label]) for _, _, (_, label) in rows)))
+    fig = _figure(1.3 * per_class + 1.6, 1.35 * len(rows))
+    axes = np.asarray(fig.subplots(len(rows), per_class)).reshape(len(rows), per_class)
+    for row, (kind, color, (score, label)) in enumerate(rows):
+        images = images_by_class[label]
+        for column, ax in enumerate(axes[row]):
+            if column < len(images):
+                _show_image(ax, images[column], border=color)
+            else:
+                ax.axis("off")
+        axes[row, 0].set_ylabel(f"{kind}: {_short(class_names[label])}\nAUC {score:.3f}", fontsize=8,
+                                color=color, rotation=0, ha="right", va="center")
+    return fig
+
+
+__all__ += ["roc_log_far", "error_pairs", "class_extremes", "LOG_FAR_FLOOR"]
+
+
+# --- report: training phases, the split's parts, the triplet illustration -----------------------
+
+def _mark_phases_and_kept_epoch(axes, epochs, warmup, val_auc, best_epoch: int | None) -> None:
+    """Dashed line at the end of a warm-up (when triplet epochs follow) and a dotted line at the
+    kept epoch on every panel; a star on the validation AUC at the kept epoch (last panel)."""
+    warmup = np.asarray(warmup, dtype=bool)
+    if warmup.any() and (~warmup).any():
+        boundary = epochs[warmup].max() + 0.5
+        for ax in axes:
+            ax.axvline(boundary, color="dimgray", linestyle="--", linewidth=1)
+        for text, side in (("warm-up ", "right"), (" triplet", "left")):
+            axes[1].text(boundary, 0.97, text, transform=axes[1].get_xaxis_transform(), ha=side, va="top",
+                         fontsize=8, color="dimgray")
+    aucs = np.asarray(val_auc if val_auc is not None else [], dtype=float)
+    if best_epoch is None and len(aucs) and np.isfinite(aucs).any():
+        best_epoch = int(np.nanargmax(aucs)) + 1
+    if not best_epoch:
+        return
+    for ax in axes:
+        ax.axvline(best_epoch, color="black", linestyle=":", linewidth=1.2)
+    if 0 < best_epoch <= len(aucs) and np.isfinite(aucs[best_epoch - 1]):
+        axes[-1].plot([best_epoch], [aucs[best_epoch - 1]], "*", color="black", markersize=11,
+                      label=f"kept: epoch {best_epoch} ({aucs[best_epoch - 1]:.3f})")
+        axes[-1].legend(fontsize=8, loc="lower right")
+
+
+def split_parts(parts: Mapping[str, Sequence[int]], class_names: Sequence[str], *, total=None) -> Figure:
+    """Images of every class in every part of the split, stacked, one bar per class.
+
+    `parts` maps a part's name to the labels of its images; `total` (images per class in the
+    dataset) adds what no part uses as "not used". Classes are grouped by the part holding most of
+    their images, so training classes and held-out classes read as blocks.
+    """
+    from matplotlib import colormaps
+
+    count = len(class_names)
+    names = list(parts)
+    matrix = np.array([np.bincount(np.asarray(values, dtype=np.int64).reshape(-1), minlength=count)[:count]
+                       for values in parts.values()], dtype=np.int64).reshape(len(names), count)
+    if total is not None:
+        unused = np.clip(np.asarray(total, dtype=np.int64) - matrix.sum(axis=0), 0, None)
+        if unused.any():
+            matrix, names = np.vstack([matrix, unused]), names + ["not used"]
+    main = matrix.argmax(axis=0) if len(names) else np.zeros(count, dtype=np.int64)
+    order = np.lexsort((np.arange(count), main))
+    fig = _figure(10, 3.8)
+    ax = fig.subplots()
+    palette = colormaps["tab10"]
+    bottom = np.zeros(count)
+    for row, name in enumerate(names):
+        values = matrix[row, order]
+        color = "#bbbbbb" if name == "not used" else palette(row % 10)
+        ax.bar(np.arange(count), values, bottom=bottom, width=1.0, color=color, linewidth=0,
+               label=f"{name}: {int(values.sum()):,} images, {int((values > 0).sum())} "
+                     f"class{'es' if (values > 0).sum() != 1 else ''}")
+        bottom += values
+    per_class = np.asarray(total) if total is not None else matrix.sum(axis=0)
+    each = (f"{int(per_class[0]):,} images each" if len(per_class) and per_class.min() == per_class.max()
+            else "images per class")
+    ax.set(xlim=(-0.5, count - 0.5), xlabel="class (grouped by the part holding most of its images)",
+           ylabel="images", title=f"{count} classes, {each}: where they go in the split")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
+def triplet_illustration(margin: float = 0.5, positive_distance: float = 1.0) -> Figure:
+    """Schematic triplet: the anchor, a positive at `positive_distance`, circles of radius d(a, p)
+    and d(a, p) + margin around the anchor, and a hard (inside d(a, p)), a semi-hard (between the
+    circles) and an easy (beyond the margin) negative, each with its loss [d(a,p) - d(a,n) + margin]_+."""
+    from matplotlib.patches import Circle
+
+    d_ap, alpha = float(positive_distance), float(margin)
+    outer = d_ap + alpha
+    fig = _figure(7.2, 5.2)
+    ax = fig.subplots()
+    ax.add_patch(Circle((0, 0), outer, facecolor="#fde7c7", edgecolor="#d08a1c", linewidth=1.2, zorder=0))
+    ax.add_patch(Circle((0, 0), d_ap, facecolor="#f8d0d0", edgecolor="#c03030", linewidth=1.2, zorder=1))
+    angle = np.deg2rad
+    points = {  # name: (radius, angle in degrees, colour, label offset in points, alignment)
+        "positive p": (d_ap, 90, CORRECT_COLOR, (10, 6), "left"),
+        "hard negative": (0.55 * d_ap, 215, WRONG_COLOR, (-8, -30), "center"),
+        "semi-hard negative": (d_ap + 0.5 * alpha, 320, "#d08a1c", (10, -8), "left"),
+        "easy negative": (outer + 0.35 * alpha + 0.15, 20, "#555555", (10, 6), "left"),
+    }
+    ax.plot([0], [0], "o", color=SEEN_COLOR, markersize=11, zorder=5)
+    ax.annotate("anchor a", (0, 0), xytext=(10, 4), textcoords="offset points", fontsize=10, color=SEEN_COLOR)
+    for name, (radius, degrees, color, offset, align) in points.items():
+        x, y = radius * np.cos(angle(degrees)), radius * np.sin(angle(degrees))
+        ax.plot([0, x], [0, y], "-", color=color, linewidth=1, alpha=0.7, zorder=3)
+        ax.plot([x], [y], "s" if "negative" in name else "o", color=color, markersize=10, zorder=5)
+        loss = max(d_ap - radius + alpha, 0.0) if "negative" in name else None
+        label = name + (f"\nd(a, n) = {radius:.2f}, loss {loss:.2f}" if loss is not None else f"\nd(a, p) = {d_ap:.2f}")
+        ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=9, color=color,
+                    ha=align)
+    ax.annotate("", xy=(outer * np.cos(angle(140)), outer * np.sin(angle(140))),
+                xytext=(d_ap * np.cos(angle(140)), d_ap * np.sin(angle(140))),
+                arrowprops=dict(arrowstyle="<->", color="#d08a1c"))
+    middle = (d_ap + alpha / 2) * np.array([np.cos(angle(140)), np.sin(angle(140))])
+    ax.annotate(f"margin α = {alpha:g}", middle, xytext=(-22, 10), textcoords="offset points", fontsize=9,
+                color="#d08a1c", ha="right")
+    limit = outer + 0.35 * alpha + 0.9
+    ax.set(xlim=(-limit, limit), ylim=(-outer - 0.3, outer + 0.3), aspect="equal", xticks=[], yticks=[],
+           title=r"Triplet loss $[d(a,p) - d(a,n) + \alpha]_+$: hard, semi-hard and easy negatives")
+    ax.title.set_fontsize(10)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return fig
+
+
+__all__ += ["split_parts", "triplet_illustration", "EMBEDDING_MAP_HIGHLIGHT"]

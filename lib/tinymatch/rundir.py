@@ -10,6 +10,7 @@ A run directory is everything one run produces, and nothing a run produces lives
     model.keras         the best embedding model
     siamese.keras       that model in a Siamese wrapper with its frozen threshold
     metrics.json        evaluation figures
+    error_analysis.json where the trained model fails, from evaluation/ (`tinymatch.error_analysis`)
     checkpoints/last/   resume state (training.keras + state.json), replaced atomically per epoch
     tensorboard/        TensorBoard logs; the Embedding Projector export in tensorboard/projector/,
                         so one `tensorboard --logdir RUN_DIR/tensorboard` shows scalars and projector
@@ -63,6 +64,8 @@ class RunDir:
     def config(self) -> Path: return self.path / "config.json"
     @property
     def metrics(self) -> Path: return self.path / "metrics.json"
+    @property
+    def error_analysis(self) -> Path: return self.path / "error_analysis.json"
     @property
     def history(self) -> Path: return self.path / "history.csv"
     @property
@@ -234,13 +237,15 @@ def remove_leftovers(directory: str | os.PathLike, *, recursive_into: tuple[str,
 
 # --- report job: everything the report reads from a run directory ---------------------------------
 
-RUN_JSON_FILES = ("metrics", "data_facts", "model_facts", "training")  # RunDir properties, read by read_run
+# RunDir properties, read by read_run when present (each optional: older runs lack error_analysis)
+RUN_JSON_FILES = ("metrics", "data_facts", "model_facts", "training", "error_analysis")
 
 
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run directory as one dict: `run_dir`, `config` (a Config), the JSON files that exist
-    (`metrics`, `data_facts`, `model_facts`, `training`) and `history` ({column: values}, the
-    shape `history_columns` gives) when history.csv exists. Missing files are left out."""
+    (`metrics`, `data_facts`, `model_facts`, `training`, `error_analysis`) and `history`
+    ({column: values}, the shape `history_columns` gives) when history.csv exists. Missing files
+    are left out."""
     paths = RunDir(run_dir)
     run: dict[str, Any] = {"run_dir": paths.path, "config": Config.load(paths.config)}
     for name in RUN_JSON_FILES:

@@ -89,6 +89,19 @@ def data_facts(dataset, splits, config: Config) -> dict[str, Any]:
     return facts
 
 
+def split_part_labels(dataset, splits, config: Config) -> dict[str, np.ndarray]:
+    """{part of the split: labels of its images}: the training images, then the validation and test
+    images of every evaluation the model can be judged on (`plots.class_distribution`'s `parts`)."""
+    labels = np.asarray(dataset.labels)
+    parts = {"training": labels[splits.indices(config.protocol, "train")]}
+    for split in SPLIT_EVALUATIONS:
+        for part in ("val", "test"):
+            indices = _evaluation_indices(splits, config.protocol, split, part)
+            if indices is not None:
+                parts[f"{split} {part}"] = labels[indices]
+    return parts
+
+
 def _part_facts(dataset, indices) -> dict[str, int]:
     return {"images": int(len(indices)), "classes": int(len(np.unique(np.asarray(dataset.labels)[indices])))}
 
@@ -158,11 +171,14 @@ def _describe_layer(layer, prefix: str = "") -> dict[str, Any]:
 
 def projection_sample(run_dir, dataset, splits, config: Config, *, split: str = "seen",
                       max_points: int = 2000, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings, dataset indices) of at most `max_points` test images, balanced over classes."""
+    """(embeddings, dataset indices) of at most `max_points` test images of `split` that the model
+    never saw (for a joint-protocol model and split "seen": the training classes' test images only,
+    not the held-out classes'), balanced over classes."""
     from tinymatch.embed import embeddings_for
 
     paths = RunDir(run_dir)
-    indices = splits.indices(split, "test")
+    indices = _evaluation_indices(splits, config.protocol, split, "test")
+    indices = splits.indices(split, "test") if indices is None else indices
     indices = indices[projector.subsample_for_projector(np.asarray(dataset.labels)[indices], max_points,
                                                         seed=config.seed)]
     embeddings = embeddings_for(paths.model, dataset, indices, cache_dir=paths.embeddings,
@@ -178,6 +194,25 @@ def export_projection(run_dir, dataset, indices, embeddings, config: Config) -> 
                                       tensor_name=f"{config.loss}_embedding")
 
 
+def screenshot_projector(export_dir, figs_dir) -> str:
+    """projector_pca.png and projector_tsne.png: TensorBoard's projector on the export, as headless
+    Chromium shows it (`tinymatch.projector_screenshots`). Returns a line for the notebook. Without
+    a browser or TensorBoard the screenshots are skipped (and any stale ones removed, so the report
+    never shows an older run's projector): the rest of the report does not depend on them."""
+    from tinymatch import projector_screenshots
+
+    started = time.perf_counter()
+    try:
+        paths = projector_screenshots.capture(export_dir, figs_dir)
+    except projector_screenshots.ProjectorScreenshotError as err:
+        for stem in ("projector_pca", "projector_tsne"):
+            Path(figs_dir, f"{stem}.png").unlink(missing_ok=True)
+        return f"projector screenshots skipped: {err}"
+    return (f"captured {', '.join(p.name for p in paths)} in {time.perf_counter() - started:.0f} s "
+            "(headless Chromium on TensorBoard's projector)")
+
+
 __all__ = ["RUNS_DIR", "DEFAULT_PROFILE", "default_run_dir", "setup", "prepare_data", "load_data",
-           "data_facts", "save_data_facts", "labelled_indices", "augmentation_layer",
-           "train_or_reuse", "model_facts", "projection_sample", "export_projection"]
+           "data_facts", "split_part_labels", "save_data_facts", "labelled_indices", "augmentation_layer",
+           "train_or_reuse", "model_facts", "projection_sample", "export_projection",
+           "screenshot_projector"]

@@ -44,7 +44,8 @@ NOTEBOOK_PURPOSE = {
 
 
 def run_report(config: Config, run_dir=None, pdf: bool = True, progress: bool = True, *,
-               compare_run_dirs: Sequence[str | os.PathLike] = (), notebooks_dir=None) -> dict[str, Path]:
+               compare_run_dirs: Sequence[str | os.PathLike] = (), study_dir=None,
+               ablation_dir=None, notebooks_dir=None) -> dict[str, Path]:
     """Run notebooks 01..04 and report.ipynb on `config`, then render report.html (and .pdf).
 
     Args:
@@ -55,6 +56,8 @@ def run_report(config: Config, run_dir=None, pdf: bool = True, progress: bool = 
         pdf: also print the PDF with headless Chromium.
         progress: print one line per notebook (and a cell progress bar).
         compare_run_dirs: more run directories for the report's loss comparison table.
+        study_dir: a `tinymatch tune` study directory for the report's tuning-study part.
+        ablation_dir: a `tinymatch ablate` directory for the report's ablation part.
         notebooks_dir: the source notebooks (default: the repository's notebooks/).
 
     Returns: {name: path} of the outputs (run_dir, notebooks, figs, html, pdf).
@@ -67,11 +70,16 @@ def run_report(config: Config, run_dir=None, pdf: bool = True, progress: bool = 
             if not path.is_file():
                 raise FileNotFoundError(f"--compare {other}: {path} not found (a finished, evaluated run "
                                         f"directory is needed)")
+    if study_dir is not None and not RunDir(study_dir).path.joinpath("study.db").is_file():
+        raise FileNotFoundError(f"--study {study_dir}: no study.db there (run `tinymatch tune` first)")
+    if ablation_dir is not None and not RunDir(ablation_dir).path.joinpath("ablation.json").is_file():
+        raise FileNotFoundError(f"--ablation {ablation_dir}: no ablation.json there (run `tinymatch "
+                                "ablate` first)")
     paths = RunDir(run_dir if run_dir else default_run_dir(config))
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     _say(progress, f"tinymatch report: profile {config.profile}, run directory {paths.path}")
     prepare_data(config, progress=progress)  # a wrong path fails now; the first decode shows progress
-    parameters = notebook_parameters(config, paths.path, compare_run_dirs)
+    parameters = notebook_parameters(config, paths.path, compare_run_dirs, study_dir, ablation_dir)
     for number, name in enumerate(NOTEBOOKS, start=1):
         note = _training_note(config, paths.path) if name == "02_train" else ""
         _say(progress, f"[{number}/{len(NOTEBOOKS)}] {name}: {NOTEBOOK_PURPOSE[name]}{note} ...")
@@ -128,12 +136,18 @@ def default_notebooks_dir() -> Path:
                             "current directory: run from the repository root")
 
 
-def notebook_parameters(config: Config, run_dir, compare_run_dirs=()) -> dict[str, Any]:
+def notebook_parameters(config: Config, run_dir, compare_run_dirs=(), study_dir=None,
+                        ablation_dir=None) -> dict[str, Any]:
     """The one parameter set every notebook receives (absolute paths: kernels run elsewhere)."""
     run_dir = Path(run_dir).resolve()
     runs = [str(run_dir)] + [str(Path(d).resolve()) for d in compare_run_dirs if Path(d).resolve() != run_dir]
     return {"config": config.to_dict(), "run_dir": str(run_dir), "figs_dir": str(RunDir(run_dir).figs),
-            "compare_run_dirs": runs, "progress": False}
+            "compare_run_dirs": runs, "study_dir": _absolute(study_dir),
+            "ablation_dir": _absolute(ablation_dir), "progress": False}
+
+
+def _absolute(path) -> str:
+    return str(Path(path).resolve()) if path else ""
 
 
 def execute_notebook(source, output, parameters: Mapping[str, Any], *, progress=True) -> float:

@@ -7,6 +7,7 @@ Chromium prints that HTML to PDF, offline.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -46,6 +47,10 @@ math[display="block"] { margin: 0.8em 0; }
 .jp-RenderedHTMLCommon h1, .jp-RenderedHTMLCommon h2, .jp-RenderedHTMLCommon h3 {
   break-after: avoid; page-break-after: avoid; }
 math { font-size: 1.08em; }
+nav.tinymatch-toc { font-size: 0.9rem; margin: 1em 0 1.5em 0; padding: 0.6em 1em; border: 1px solid #ddd;
+  background: #fafafa; break-inside: avoid; page-break-inside: avoid; }
+nav.tinymatch-toc ol { margin: 0.2em 0; padding-left: 1.4em; list-style: none; }
+nav.tinymatch-toc a { text-decoration: none; color: #1f4e8c; }
 @page { size: A4; margin: 14mm 12mm; }
 @media print { body { max-width: none; } .anchor-link { display: none; } }
 """
@@ -74,10 +79,63 @@ def render_html(notebook, html_path, *, title: str = "tinymatch report") -> Path
             cell.outputs = [o for o in cell.outputs
                             if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body = add_table_of_contents(body)
     external = external_resources(body)
     if external:
         raise ReportError(f"{html_path}: the report would load external resources: {', '.join(external[:5])}")
     return atomic_write_text(html_path, body)
+
+
+_HEADING = re.compile(r"<h([23])((?:\s[^>]*)?)>(.*?)</h\1>", re.S | re.I)
+_ID = re.compile(r"""\sid\s*=\s*["']([^"']+)["']""", re.I)
+
+
+def add_table_of_contents(page: str, *, title: str = "Contents") -> str:
+    """`page` with an id on every h2/h3 heading and a linked table of contents built from them
+    (h3 nested under their h2), inserted before the first h2. A page without such headings is
+    returned unchanged."""
+    entries: list[tuple[int, str, str]] = []
+    used: set[str] = set()
+
+    def number(match: re.Match) -> str:
+        level, attributes, inner = int(match.group(1)), match.group(2), match.group(3)
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", inner)).split())
+        found = _ID.search(attributes)
+        if found:
+            anchor = found.group(1)
+        else:
+            anchor = base = "section-" + (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "untitled")
+            suffix = 2
+            while anchor in used:
+                anchor, suffix = f"{base}-{suffix}", suffix + 1
+            attributes = f'{attributes} id="{anchor}"'
+        used.add(anchor)
+        entries.append((level, anchor, text))
+        return f"<h{level}{attributes}>{inner}</h{level}>"
+
+    page = _HEADING.sub(number, page)
+    if not entries:
+        return page
+    items, open_sub = [], False
+    for level, anchor, text in entries:
+        link = f'<a href="#{html.escape(anchor)}">{html.escape(text)}</a>'
+        if level == 3 and items:
+            if not open_sub:
+                items[-1] = items[-1].removesuffix("</li>") + "<ol>"
+                open_sub = True
+            items.append(f"<li>{link}</li>")
+            continue
+        if open_sub:
+            items[-1] += "</ol></li>"
+            open_sub = False
+        items.append(f"<li>{link}</li>")
+    if open_sub:
+        items[-1] += "</ol></li>"
+    toc = (f'<nav class="tinymatch-toc" id="contents"><p><b>{html.escape(title)}</b></p><ol>{"".join(items)}'
+           f"</ol></nav>\n")
+    first = page.find("<h2")
+    first = first if first >= 0 else page.find("<h3")
+    return page[:first] + toc + page[first:]
 
 
 class OfflineHTMLExporter(HTMLExporter):
@@ -190,5 +248,6 @@ def render_pdf(html_path, pdf_path, *, timeout: float = 180) -> Path:
 
 
 __all__ = ["render_html", "render_pdf", "markdown_to_html", "latex_to_mathml", "external_resources",
+           "add_table_of_contents",
            "check_notebook_outputs", "find_chromium", "ReportError", "ChromiumNotFoundError",
            "CHROMIUM_ENV_VAR", "CHROMIUM_NAMES", "REPORT_CSS"]

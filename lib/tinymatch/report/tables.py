@@ -22,15 +22,20 @@ from tinymatch.report.inputs import MODEL_LABELS, protocols_in, run_history
 from tinymatch.rundir import read_run
 
 FIGURES = (  # (file stem, caption) in the order the report shows them
+    ("triplet_illustration", "A triplet around its anchor (schematic): the inner circle has radius d(a, p), "
+                             "the outer one d(a, p) + α. A hard negative lies inside the inner circle, a "
+                             "semi-hard one in the ring between the circles (closer than the margin asks, "
+                             "but farther than the positive), an easy one outside (zero loss)."),
     ("class_distribution", "Images per class in the dataset used for this run: each class sorted by "
                            "image count (left) and the histogram of the counts (right)."),
     ("samples", "One random image of each of the first classes, titled with the class name."),
     ("augmentation", "One training image (framed) and random augmentations of it: zoom, horizontal "
                      "flip, rotation, translation, brightness and contrast, as the training "
                      "pipeline draws them."),
-    ("training_curves", "Training per epoch: triplet loss, the fraction of anchor-positive pairs with "
-                        "a non-zero semi-hard loss (active triplets), the mean anchor-positive and "
-                        "anchor-negative distances in a batch, and the validation ROC AUC."),
+    ("training_curves", "Training per epoch: the loss, the fraction of anchor-positive pairs with a "
+                        "non-zero semi-hard loss (active triplets), the mean anchor-positive and "
+                        "anchor-negative distances in a batch, and the validation ROC AUC; the dotted "
+                        "line marks the kept (best) epoch."),
     ("roc", "ROC curves on the test pairs of seen and of unseen classes. Solid: the trained model; "
             "dashed: baselines (the same network untrained, and raw pixels). The dot is the "
             "operating point of the threshold chosen on the validation pairs."),
@@ -42,9 +47,47 @@ FIGURES = (  # (file stem, caption) in the order the report shows them
     ("retrieval_examples", "Retrieval: test queries (left) and their five nearest neighbours among the "
                            "other test images; a red frame and a cross mark a neighbour of another "
                            "class."),
-    ("embedding_map", "2-D map of test-image embeddings (PCA, then t-SNE), coloured by class, with "
-                      "thumbnails of some of the images."),
+    # error analysis (notebook 03; absent from runs evaluated before it existed)
+    ("roc_log_far", "ROC of the trained model with a logarithmic false-accept axis: the low-FAR end, "
+                    "where a deployed matcher often has to work, which the linear ROC hides. Markers: "
+                    "the operating points of the table of operating points, on the test pairs."),
+    ("operating_points", "Test-pair confusion matrices at two thresholds chosen on validation pairs: "
+                         "maximum validation accuracy, and the validation false accept rate target. "
+                         "Which one to deploy depends on what a false accept costs against a false "
+                         "reject."),
+    ("class_extremes", "The seen-protocol test classes with the lowest (red frames) and highest "
+                       "(green frames) pair AUC, a few test images each."),
+    ("false_accepts", "The hardest false accepts: different-class test pairs (seen protocol) that the "
+                      "model placed closest, with their distance."),
+    ("false_rejects", "The hardest false rejects: same-class test pairs (seen protocol) that the model "
+                      "placed farthest apart, with their distance."),
+    # tuning study (report notebook, when a study directory is given)
+    ("study_history", "Tuning study: the objective (best validation pair AUC of a trial, `joint` "
+                      "protocol) of every complete trial in the order they ran, and the best so far."),
+    ("study_importances", "Tuning study: importance of each searched parameter for the objective "
+                          "(Optuna's default fANOVA evaluator over the complete trials; coarse with "
+                          "this few trials)."),
+    ("study_slice", "Tuning study: the objective against the most important parameters, one dot per "
+                    "complete trial (darker: later trial)."),
+    # the projector as the reader sees it (notebook 04; needs Chromium and TensorBoard)
+    ("projector_pca", "TensorBoard's Embedding Projector on this run's export, screenshot by headless "
+                      "Chromium: PCA of the embeddings, points coloured by class and drawn as their "
+                      "image thumbnails (sprites)."),
+    ("projector_tsne", "The same export after t-SNE iterations in the projector (2-D; the iteration "
+                       "count, perplexity and learning rate are in the left panel)."),
+    ("embedding_map", "2-D map of test-image embeddings (PCA, then t-SNE): a few classes coloured and "
+                      "named in the legend, the others grey, with thumbnails of some images of the "
+                      "coloured classes."),
 )
+
+
+ERROR_FIGURES = ("roc_log_far", "operating_points", "class_extremes", "false_accepts", "false_rejects")
+STUDY_FIGURES = ("study_history", "study_importances", "study_slice")
+PROJECTOR_SCREENSHOTS = ("projector_pca", "projector_tsne")
+OPTIONAL_FIGURES = frozenset(ERROR_FIGURES + STUDY_FIGURES + PROJECTOR_SCREENSHOTS)
+ERROR_TABLES = ("errors_intervals", "errors_classes", "errors_operating_points", "errors_confused")
+ABLATION_TABLES = ("ablation_auc", "ablation_p1")
+STUDY_TABLES = ("study_space", "study_best")
 
 
 @dataclass
@@ -56,8 +99,15 @@ class Figures:
 
     def __post_init__(self) -> None:
         self.figs_dir = Path(self.figs_dir)
-        self.numbers = {stem: number for number, (stem, _) in enumerate(self.order, start=1)}
+        # An optional figure that was not drawn (no study given, a run evaluated before the error
+        # analysis existed, no browser for the projector screenshots) takes no number.
+        present = [stem for stem, _ in self.order
+                   if stem not in OPTIONAL_FIGURES or (self.figs_dir / f"{stem}.png").is_file()]
+        self.numbers = {stem: number for number, stem in enumerate(present, start=1)}
         self.captions = dict(self.order)
+
+    def has(self, stem: str) -> bool:
+        return stem in self.numbers
 
     def ref(self, stem: str) -> str:
         """'Figure N' for the figure saved as <stem>.png."""
@@ -81,6 +131,86 @@ def figure_markdown(number: int, path, caption: str) -> str:
     return (f'<figure id="figure-{number}" class="tinymatch-figure">'
             f'<img src="data:image/png;base64,{encoded}" alt="{alt}"/>'
             f"<figcaption><b>Figure {number}.</b> {html.escape(caption)}</figcaption></figure>")
+
+
+TABLES = (  # (name, caption) in the order the report shows them: numbered like the figures
+    ("architecture", "The network of this run."),
+    ("layers", "Layers of the embedding model (`model.keras`)."),
+    ("split", "Images and classes of every part of the split."),
+    ("augmentation", "Random augmentation: the range of every transform."),
+    ("phases", "What each training phase contributed: epochs, time and validation ROC AUC (history.csv)."),
+    ("verification", "Threshold-free verification figures on the test pairs: the trained model and the "
+                     "baselines on the same pairs (accuracy at the chosen threshold is in the confusion "
+                     "table)."),
+    ("confusion", "The test pairs at the threshold τ chosen on validation pairs."),
+    ("retrieval", "Retrieval on the test images, with what a random ranking scores (chance P@1)."),
+    ("errors_intervals", "Test pair AUC with two 95% intervals: resampling the pairs, and resampling "
+                         "the classes."),
+    ("errors_classes", "Per-class pair AUC and retrieval P@1 on the seen-protocol test part: the "
+                       "hardest and the easiest classes (a class's pairs: its positive pairs and "
+                       "every negative pair it is in)."),
+    ("errors_operating_points", "Two operating points per protocol, each threshold chosen on that "
+                                "protocol's validation pairs and applied unchanged to its test pairs."),
+    ("errors_confused", "The class pairs the threshold mixes up most (seen protocol, test pairs): "
+                        "false accepts among that class pair's negative pairs."),
+    ("loss_comparison", "Runs compared: loss, length and test figures (AUC / P@1); the model numbers "
+                        "refer to the recipes listed under the table."),
+    ("ablation_auc", "Ablation: pair ROC AUC, mean +- sd over seeds (difference from the recipe)."),
+    ("ablation_p1", "Ablation: retrieval precision@1 on the test part, mean +- sd over seeds "
+                    "(difference from the recipe)."),
+    ("study_space", "Tuning study: the search space, as the study stored it."),
+    ("study_best", "Tuning study: the best complete trials (validation AUC at the short budget; s: "
+                   "wall seconds of the trial)."),
+    ("transfer", "From scratch and with a pretrained backbone (the unseen-class column starred)."),
+    ("projector", "Files of the Embedding Projector export."),
+    ("compute", "Wall time of every stage, as the run's files record it."),
+    ("config", "Every field of `config.json`."),
+)
+
+
+@dataclass
+class Tables:
+    """Numbers the report's tables in a fixed order (like `Figures`), so prose can cite a table
+    before it appears and every table gets 'Table N.' and a caption."""
+
+    order: Sequence[tuple[str, str]] = TABLES
+
+    def __post_init__(self) -> None:
+        self.leave_out(())
+        self.captions = dict(self.order)
+
+    def leave_out(self, names) -> None:
+        """Number the tables without `names` (parts this report does not have: no study, no
+        ablation), so the numbers have no gaps."""
+        absent = set(names)
+        present = [name for name, _ in self.order if name not in absent]
+        self.numbers = {name: number for number, name in enumerate(present, start=1)}
+
+    def ref(self, name: str) -> str:
+        """'Table N' for the table called `name`."""
+        return f"Table {self.numbers[name]}"
+
+    def markdown(self, name: str, table: str, caption: str | None = None) -> str:
+        """`table` (Markdown) under its numbered caption."""
+        return table_markdown(self.numbers[name], table, caption or self.captions[name])
+
+
+def table_markdown(number: int, table: str, caption: str) -> str:
+    """A numbered caption above a Markdown table (captions go above tables, below figures)."""
+    return f"**Table {number}.** {caption}\n\n{table}"
+
+
+TABLE_NUMBERS = Tables()  # the report's one numbering (the order is fixed, so one instance serves all)
+
+
+def absent_tables(run: Mapping[str, Any], *, study: bool, ablation: bool) -> list[str]:
+    """The optional tables this report will not have (for `TABLE_NUMBERS.leave_out`)."""
+    absent = [] if run.get("error_analysis") else list(ERROR_TABLES)
+    if not study:
+        absent += STUDY_TABLES
+    if not ablation:
+        absent += ABLATION_TABLES
+    return absent
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
@@ -138,20 +268,58 @@ def verification_table(metrics: Mapping[str, Any]) -> str:
         low, high = test.get("roc_auc_ci95", [float("nan")] * 2)
         tar = test.get("tar_at_far", {})
         rows.append([PROTOCOL_NAMES[protocol], label, test["num_pairs"], fmt(test["roc_auc"]),
-                     f"{fmt(low)} to {fmt(high)}", fmt(test["eer"]), fmt(tar.get("0.01")),
-                     percent(test["confusion"]["accuracy"])])
+                     f"{fmt(low)} to {fmt(high)}", fmt(test["eer"]), fmt(tar.get("0.01"))])
+    # Threshold-free figures only: the accuracy at the chosen threshold is in the confusion table.
     return markdown_table(["test pairs of", "embedding", "pairs", "ROC AUC", "95% CI (bootstrap)", "EER",
-                           "TAR at FAR 1%", "accuracy at threshold"], rows, align="llrrrrrr")
+                           "TAR at FAR 1%"], rows, align="llrrrrr")
 
 
-def retrieval_table(metrics: Mapping[str, Any]) -> str:
+def retrieval_table(metrics: Mapping[str, Any], chance: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Retrieval figures per protocol and model; with `chance` ({protocol: `retrieval_chance`}),
+    a column of what a random ranking scores on the same queries."""
     rows = []
     for protocol, label, figures in _model_figures(metrics):
         retrieval = figures["retrieval"]
-        rows.append([PROTOCOL_NAMES[protocol], label, retrieval["num_queries"],
-                     fmt(retrieval["precision_at_1"]), fmt(retrieval["recall_at_k"]), fmt(retrieval["map_at_r"])])
-    return markdown_table(["test images of", "embedding", "queries", "precision@1", f"recall@{retrieval_k(metrics)}",
-                           "MAP@R"], rows, align="llrrrr")
+        row = [PROTOCOL_NAMES[protocol], label, retrieval["num_queries"],
+               fmt(retrieval["precision_at_1"]), fmt(retrieval["recall_at_k"]), fmt(retrieval["map_at_r"])]
+        if chance is not None:
+            row.append(fmt(chance[protocol]["precision_at_1"]) if protocol in chance else "n/a")
+        rows.append(row)
+    headers = ["test images of", "embedding", "queries", "precision@1", f"recall@{retrieval_k(metrics)}", "MAP@R"]
+    if chance is not None:
+        headers.append("P@1 by chance")
+    return markdown_table(headers, rows, align="l" * 2 + "r" * (len(headers) - 2))
+
+
+def chance_precision_at_1(class_counts: Sequence[int]) -> float:
+    """Expected precision@1 of a random ranking when every image queries all the others: the mean
+    over queries of (n_c - 1) / (N - 1), n_c the images of the query's class, N all images."""
+    counts = np.asarray(class_counts, dtype=float)
+    total = counts.sum()
+    if total < 2:
+        return float("nan")
+    return float((counts * (counts - 1)).sum() / (total * (total - 1)))
+
+
+def chance_recall_at_k(class_counts: Sequence[int], k: int) -> float:
+    """Expected recall@k (any of the k nearest of the query's class) of a random ranking: the
+    mean over queries of 1 - C(N - n_c, k) / C(N - 1, k)."""
+    counts = np.asarray(class_counts, dtype=float)
+    total = counts.sum()
+    if total < 2:
+        return float("nan")
+    others = total - 1
+    k = int(min(k, others))
+    misses = np.ones_like(counts)
+    for i in range(k):  # probability that none of the k draws (without replacement) is a positive
+        misses *= np.clip((others - (counts - 1) - i) / (others - i), 0.0, 1.0)
+    return float((counts * (1 - misses)).sum() / total)
+
+
+def balanced_class_counts(num_images: int, num_classes: int) -> list[int]:
+    """`num_images` spread as evenly as possible over `num_classes` (the balance assumption)."""
+    base, extra = divmod(int(num_images), int(num_classes))
+    return [base + 1] * extra + [base] * (int(num_classes) - extra)
 
 
 def retrieval_k(metrics: Mapping[str, Any]) -> int:
@@ -188,9 +356,38 @@ def warmup_label(config: Config) -> str:
     return "softmax (NormFace)"
 
 
+def short_model_label(config: Config) -> str:
+    """A table cell's name for a model: "w48, 1024-d" (compact width) or "resnet50, 128-d"."""
+    name = f"w{config.width}" if config.backbone == "compact" else config.backbone
+    return f"{name}, {config.embedding_dim}-d"
+
+
+def recipe_label(config: Config) -> str:
+    """The whole training recipe in words (the legend under the loss comparison table)."""
+    return (f"{model_label(config)}, {config.embedding_dim}-d, "
+            f"{config.classes_per_batch} x {config.images_per_class} batches, LR {peak_rates(config)}, "
+            f"budget {config.warmup_epochs} + {config.epochs} epochs"
+            + (f" ({warmup_label(config)} warm-up)"
+               if config.warmup_epochs and config.warmup_head != "normface" else "")
+            + (", flip-averaged" if config.test_time_flip else ""))
+
+
+def phase_epochs(history: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    """(warm-up epochs, triplet epochs) the history ran (no phase column: all triplet)."""
+    epochs = len(history.get("loss", []))
+    phases = np.asarray(history.get("phase", ["triplet"] * epochs)).astype(str)
+    warmup = int((phases == "warmup").sum())
+    return warmup, epochs - warmup
+
+
 def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
-    """One row per run directory: its loss settings, training cost and test metrics."""
-    rows = []
+    """One row per run directory: its loss settings, length, training cost and test metrics.
+
+    The model cell is short ("w48, 1024-d (1)"); the numbered recipes (backbone, batches, learning
+    rates, schedule) are listed under the table, one entry per distinct recipe, so the table fits
+    an A4 portrait page.
+    """
+    rows, recipes = [], {}
     for run_dir in run_dirs:
         run = read_run(run_dir)
         config, metrics, history = run["config"], run.get("metrics", {}), run_history(run)
@@ -198,19 +395,18 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         loss += " (soft)" if config.soft and config.loss == "hard" else ""
         loss += (f" + {config.triplet_softmax_weight:g} x softmax"
                  if config.triplet_softmax_weight else "")
-        recipe = (f"{model_label(config)}, {config.embedding_dim}-d, "
-                  f"{config.classes_per_batch} x {config.images_per_class} batches, LR {peak_rates(config)}, "
-                  f"{config.warmup_epochs} + {config.epochs} epochs"
-                  + (f" ({warmup_label(config)} warm-up)"
-                     if config.warmup_epochs and config.warmup_head != "normface" else "")
-                  + (", flip-averaged" if config.test_time_flip else ""))
+        number, names = recipes.setdefault(recipe_label(config), (len(recipes) + 1, []))
+        names.append(Path(run_dir).name)
+        warmup, triplet = phase_epochs(history)
         seconds = _training_seconds(history)
-        rows.append([Path(run_dir).name, recipe, loss, fmt(config.margin, 2), len(history.get("loss", [])),
-                     best_epoch_label(run), fmt(seconds, 0) if np.isfinite(seconds) else "n/a",
-                     *_trained_test_cells(metrics)])
-    return markdown_table(["run", "model, batches, peak LR, schedule (warm-up + triplet)", "loss", "margin",
-                           "epochs run", "kept epoch", "training seconds", "seen AUC", "seen P@1", "unseen AUC",
-                           "unseen P@1"], rows, align="lllrrlrrrrr")
+        rows.append([Path(run_dir).name, f"{short_model_label(config)} ({number})", loss, fmt(config.margin, 2),
+                     f"{warmup} + {triplet}", best_epoch_label(run),
+                     fmt(seconds / 60, 1) if np.isfinite(seconds) else "n/a", *_paired_test_cells(metrics)])
+    table = markdown_table(["run", "model", "loss", "margin", "epochs (warm-up + triplet)", "kept epoch",
+                            "training min", "seen AUC / P@1", "unseen AUC / P@1"], rows, align="lllrrlrrr")
+    legend = " ".join(f"({number}) {recipe}" + (f" (runs {', '.join(names)})." if len(names) > 1 else ".")
+                      for recipe, (number, names) in recipes.items())
+    return f"{table}\n\nModels: {legend}"
 
 
 def backbone_training_label(config: Config) -> str:
@@ -239,15 +435,20 @@ def transfer_table(run_dirs: Sequence[str | os.PathLike]) -> str:
                      training.get("trained_on", "images"),
                      fmt(extraction / 60, 1) if extraction is not None else "-",
                      fmt(seconds / 60, 1) if np.isfinite(seconds) else "n/a",
-                     *_trained_test_cells(metrics)])
+                     *_paired_test_cells(metrics)])
     return markdown_table(["run", "backbone", "backbone training", "trained on", "feature extraction min",
-                           "training min", "seen AUC", "seen P@1", "unseen AUC*", "unseen P@1*"], rows,
-                          align="llllrrrrrr")
+                           "training min", "seen AUC / P@1", "unseen AUC / P@1*"], rows, align="llllrrrr")
 
 
 def _training_seconds(history: Mapping[str, np.ndarray]) -> float:
     """Seconds of the run's epochs (history.csv), NaN when the history has no timings."""
     return float(np.nansum(history["seconds"])) if "seconds" in history else float("nan")
+
+
+def _paired_test_cells(metrics: Mapping[str, Any]) -> list[str]:
+    """"AUC / P@1" of the trained model on each split evaluation ("n/a" where not run)."""
+    cells = _trained_test_cells(metrics)
+    return [f"{auc} / {p1}" if auc != "n/a" else "n/a" for auc, p1 in zip(cells[::2], cells[1::2])]
 
 
 def _trained_test_cells(metrics: Mapping[str, Any]) -> list[str]:
@@ -339,7 +540,49 @@ def history_summary(history: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["FIGURES", "Figures", "figure_markdown", "markdown_table", "fmt", "percent", "PROTOCOL_NAMES",
+def phase_summary(history: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per training phase (in the order they ran: warmup, then triplet): epochs, seconds, the first
+    and last epoch, the validation AUC at its last epoch and its best validation AUC and epoch.
+    A history without a phase column is one triplet phase; {} when there is no history."""
+    epochs = len(history.get("loss", []))
+    if not epochs:
+        return {}
+    phases = np.asarray(history.get("phase", ["triplet"] * epochs)).astype(str)
+    auc = np.asarray(history.get("val_auc", [np.nan] * epochs), dtype=float)
+    seconds = np.asarray(history.get("seconds", [np.nan] * epochs), dtype=float)
+    summary: dict[str, dict[str, Any]] = {}
+    for phase in ("warmup", "triplet"):
+        rows = np.flatnonzero(phases == phase)
+        if not len(rows):
+            continue
+        entry: dict[str, Any] = {"epochs": int(len(rows)), "first_epoch": int(rows[0]) + 1,
+                                 "last_epoch": int(rows[-1]) + 1,
+                                 "seconds": float(np.nansum(seconds[rows])) if np.isfinite(seconds[rows]).any()
+                                 else float("nan"),
+                                 "end_auc": float(auc[rows[-1]])}
+        if np.isfinite(auc[rows]).any():
+            best = rows[int(np.nanargmax(auc[rows]))]
+            entry["best_auc"], entry["best_epoch"] = float(auc[best]), int(best) + 1
+        summary[phase] = entry
+    return summary
+
+
+def phase_table(history: Mapping[str, np.ndarray]) -> str:
+    """One row per training phase: epochs, minutes, val AUC at its end and its best (epoch)."""
+    names = {"warmup": "classification warm-up", "triplet": "triplet loss"}
+    rows = []
+    for phase, entry in phase_summary(history).items():
+        best = (f"{fmt(entry['best_auc'])} (epoch {entry['best_epoch']})" if "best_auc" in entry else "n/a")
+        rows.append([names[phase], f"{entry['first_epoch']}-{entry['last_epoch']}",
+                     fmt(entry["seconds"] / 60, 1), fmt(entry["end_auc"]), best])
+    return markdown_table(["phase", "epochs", "minutes", "val AUC at its last epoch", "best val AUC in it"],
+                          rows, align="lrrrr")
+
+
+__all__ = ["FIGURES", "Figures", "figure_markdown", "TABLES", "Tables", "TABLE_NUMBERS", "table_markdown",
+           "markdown_table", "fmt", "percent", "PROTOCOL_NAMES",
            "LOSS_NAMES", "verification_table", "retrieval_table", "retrieval_k", "confusion_table", "model_label",
            "warmup_label", "loss_comparison_table", "peak_rates", "best_epoch_label", "config_table", "split_table",
-           "layer_table", "projector_table", "history_summary"]
+           "layer_table", "projector_table", "history_summary", "chance_precision_at_1", "chance_recall_at_k",
+           "balanced_class_counts", "short_model_label", "recipe_label", "phase_epochs", "phase_summary",
+           "phase_table"]

@@ -1,0 +1,126 @@
+"""The report's tuning-study part: what was searched, under which budget, and what it found.
+
+Everything here reads the study directory `tinymatch tune` wrote (Optuna's SQLite storage, one run
+directory per trial): the search space and the per-trial budget as the study stored them when it
+started, the trials' states and validation AUCs, and Optuna's matplotlib figures. Nothing is
+computed that the study did not record, except counts, sums and the ranking of the trials.
+
+Optuna is an optional extra (`tune`): it is imported when a study is read, not with the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.ticker import NullFormatter
+
+from tinymatch import plots
+from tinymatch.report.tables import TABLE_NUMBERS, fmt, markdown_table
+
+# Optuna figure name -> the report's figure stem (captions: `tables.FIGURES`).
+STUDY_FIGURE_STEMS = (("optimization_history", "study_history"), ("param_importances", "study_importances"),
+                      ("slice", "study_slice"))
+
+
+def _tune():
+    from tinymatch import tune
+
+    return tune
+
+
+def save_study_figures(study_dir, figs_dir, *, sliced_params: int = 4) -> list[str]:
+    """Draw the study's figures into figs_dir as <stem>.png; returns the stems drawn (a figure
+    that needs more complete trials than the study has is left out). The slice figure shows the
+    `sliced_params` most important parameters (more do not fit a page's width)."""
+    figures = _tune().study_figures(study_dir, max_parallel_params=sliced_params)
+    figs_dir = Path(figs_dir)
+    drawn = []
+    for name, stem in STUDY_FIGURE_STEMS:
+        if name in figures:
+            figure = figures[name]
+            figure.set_size_inches(7.5, 4.2 if name != "slice" else 3.8)
+            for ax in figure.axes:  # log axes' minor labels overlap at this width
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.tick_params(labelsize=8)
+            figure.tight_layout()
+            plots.save_fig(figure, figs_dir / f"{stem}.png")
+            drawn.append(stem)
+    return drawn
+
+
+def study_facts(study_dir) -> dict[str, Any]:
+    """The numbers the study's text cites: counts, budget, base config, best trial, wall time."""
+    study = _tune().load_study(study_dir)
+    summary = _tune().study_summary(study_dir)
+    rows = _tune().trial_rows(study_dir)
+    base = study.user_attrs.get("base_config", {})
+    seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
+    return dict(summary, trials=len(rows), base_config=base,
+                search_space=study.user_attrs.get("search_space", []),
+                study_seconds=float(sum(seconds)),
+                base_steps=int(base.get("steps_per_epoch") or 0),
+                base_epochs=int(base.get("warmup_epochs", 0)) + int(base.get("epochs", 0)))
+
+
+def search_space_table(facts: dict) -> str:
+    """The searched dimensions as the study stored them (parameter, values, scale, condition)."""
+    rows = [(r["parameter"], r["values"], r["scale"] or "-", r["when"] or "-")
+            for r in facts["search_space"]]
+    return markdown_table(("parameter", "values searched", "scale", "only when"), rows, align="llll")
+
+
+def best_trials_table(study_dir, top: int = 5) -> str:
+    """The `top` complete trials by objective, with the parameters that matter most to the text."""
+    rows = [r for r in _tune().trial_rows(study_dir) if r["state"] == "COMPLETE" and r["value"] is not None]
+    rows.sort(key=lambda r: -r["value"])
+    shown = []
+    for r in rows[:top]:
+        p = r["params"]
+        shown.append((r["number"], fmt(r["value"]), _param(p, "learning_rate", "{:.2g}"),
+                      _param(p, "warmup_share", "{:.1f}"), _param(p, "image_size"),
+                      _param(p, "width"), _param(p, "embedding_dim"), _param(p, "margin", "{:.2f}"),
+                      fmt(r["seconds"], 0)))
+    return markdown_table(("trial", "val AUC", "LR", "warm-up share", "px", "width", "dim",
+                           "margin", "s"), shown)
+
+
+def study_markdown(study_dir, figs=None) -> str:
+    """The study's prose: setup, budget, outcome, the search space and the best trials."""
+    f = study_facts(study_dir)
+    budget = f["trial_minutes"]
+    steps = f["base_epochs"] * f["base_steps"]
+    text = [
+        f"The hyperparameters were searched with an Optuna study ({f['trials']} trials: "
+        f"{f['trials_complete']} complete, {f['trials_pruned']} pruned by the median rule, "
+        f"{f['trials_failed']} failed). Every trial is an ordinary training run of its own "
+        f"({f['base_epochs']} epochs of {f['base_steps']} steps planned, {fmt(steps)} steps in "
+        f"all) stopped after {fmt(budget, 1)} minutes of wall time if it is not done by then "
+        f"({f['trials_budget_cut']} trials were cut), so a cheaper configuration gets more steps "
+        "in the same time. The objective is the best validation pair ROC AUC of the `joint` "
+        "protocol; no test part was looked at. The sampler is TPE (seeded; its first trials are "
+        "random), and the median pruner stops a trial whose validation AUC after an epoch is "
+        f"below the median of the earlier trials at that epoch. The study took "
+        f"{fmt(f['study_seconds'] / 60, 0)} minutes of trials on the 2-core CPU.",
+    ]
+    if f["best_trial"] is not None:
+        text.append(
+            f"The best trial (number {f['best_trial']}) reached validation AUC "
+            f"{fmt(f['best_value'])} at this short budget. Short-budget rankings favour what learns "
+            "fast at the start (a high learning rate, a long classification warm-up, a small "
+            "network); they are a guide for the full-length recipe, which is confirmed by "
+            "full-length runs, not a measurement of it.")
+    if figs is not None and figs.has("study_history"):
+        shown = [figs.ref(stem) for _, stem in STUDY_FIGURE_STEMS if figs.has(stem)]
+        text.append(f"{', '.join(shown)} show the study as Optuna draws it.")
+    text += ["", TABLE_NUMBERS.markdown("study_space", search_space_table(f)), "",
+             TABLE_NUMBERS.markdown("study_best", best_trials_table(study_dir))]
+    return "\n".join(text)
+
+
+def _param(params: dict, name: str, pattern: str = "{}") -> str:
+    return pattern.format(params[name]) if name in params else "-"
+
+
+__all__ = ["STUDY_FIGURE_STEMS", "save_study_figures", "study_facts", "search_space_table",
+           "best_trials_table", "study_markdown"]
