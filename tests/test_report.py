@@ -219,6 +219,24 @@ def _history_run(tmp_path, name, rows, **config):
     return report.read_run(run_dir)
 
 
+def test_parts_a_report_lacks_take_no_number(tmp_path):
+    """No study, no ablation, no error analysis, no screenshots: the numbers close up."""
+    tables = report.Tables()
+    tables.leave_out(report.absent_tables({"config": None}, study=False, ablation=False))
+    present = [name for name, _ in report.TABLES if name not in
+               {"errors_intervals", "errors_classes", "errors_operating_points", "errors_confused",
+                "ablation_auc", "ablation_p1", "study_space", "study_best"}]
+    assert [tables.numbers[name] for name in present] == list(range(1, len(present) + 1))
+    assert "ablation_auc" not in tables.numbers
+    assert report.absent_tables({"error_analysis": {"protocols": {}}}, study=True, ablation=True) == []
+    figs = report.Figures(tmp_path)  # nothing drawn: the optional figures are left out
+    expected = [stem for stem, _ in report.FIGURES if stem not in report.OPTIONAL_FIGURES]
+    assert sorted(figs.numbers, key=figs.numbers.get) == expected
+    assert not figs.has("study_history") and figs.has("roc")
+    (tmp_path / "study_history.png").write_bytes(b"png")
+    assert report.Figures(tmp_path).has("study_history")
+
+
 def test_tables_are_numbered_and_captioned_like_figures():
     tables = report.Tables()
     names = [name for name, _ in report.TABLES]
@@ -246,7 +264,8 @@ def test_chance_levels_of_retrieval():
     # 150 classes of 50 test images vs 25 classes of 500: not comparable
     assert report.chance_precision_at_1([50] * 150) == pytest.approx(49 / 7499)
     assert report.chance_precision_at_1([500] * 25) == pytest.approx(499 / 12499)
-    assert report.chance_precision_at_1([3, 1]) == pytest.approx((3 * 2 / 3 + 0) / 4)
+    # A query alone in its class is skipped, as retrieval_metrics skips it: only the 3 count.
+    assert report.chance_precision_at_1([3, 1]) == pytest.approx(2 / 3)
     assert report.chance_recall_at_k([500] * 25, 1) == pytest.approx(499 / 12499)
     assert report.chance_recall_at_k([2, 2], 3) == pytest.approx(1.0)  # k covers every other image
     assert report.chance_recall_at_k([500] * 25, 5) == pytest.approx(1 - np.prod([(12000 - i) / (12499 - i)

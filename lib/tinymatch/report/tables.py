@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from IPython.display import Markdown
 
+from tinymatch import error_analysis
 from tinymatch.config import MODEL_NAMES, SPLIT_EVALUATIONS, Config
 from tinymatch.report.inputs import MODEL_LABELS, protocols_in, run_history
 from tinymatch.rundir import read_run
@@ -293,12 +294,13 @@ def retrieval_table(metrics: Mapping[str, Any], chance: Mapping[str, Mapping[str
 
 def chance_precision_at_1(class_counts: Sequence[int]) -> float:
     """Expected precision@1 of a random ranking when every image queries all the others: the mean
-    over queries of (n_c - 1) / (N - 1), n_c the images of the query's class, N all images."""
-    counts = np.asarray(class_counts, dtype=float)
-    total = counts.sum()
-    if total < 2:
+    over queries of (n_c - 1) / (N - 1), n_c the images of the query's class, N all images
+    (`error_analysis.retrieval_chance` of those counts; queries alone in their class skipped)."""
+    counts = np.asarray(class_counts, dtype=np.int64)
+    if counts.sum() < 2:
         return float("nan")
-    return float((counts * (counts - 1)).sum() / (total * (total - 1)))
+    labels = np.repeat(np.arange(len(counts)), counts)
+    return float(error_analysis.retrieval_chance(labels)["precision_at_1"])
 
 
 def chance_recall_at_k(class_counts: Sequence[int], k: int) -> float:
