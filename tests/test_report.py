@@ -580,6 +580,9 @@ def test_smoke_report_has_every_part_and_cites_the_run_files(smoke_report, smoke
         assert part in visible, part
     if CHROMIUM:
         assert "Embedding Projector on this run's export, screenshot by headless Chromium" in visible
+    executed = nbformat.read(outputs["notebooks"] / "report.ipynb", as_version=4)
+    first = next(c for c in executed.cells if "save_study_figures" in c.source)
+    assert not [o for o in first.outputs if "image/png" in o.get("data", {})]  # drawn, not shown there
     metrics, errors = run["metrics"], run["error_analysis"]
     # one threshold: the tables, the text and the shipped model's
     tau = report.fmt(metrics["threshold"])

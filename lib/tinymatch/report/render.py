@@ -52,7 +52,12 @@ nav.tinymatch-toc { font-size: 0.9rem; margin: 1em 0 1.5em 0; padding: 0.6em 1em
 nav.tinymatch-toc ol { margin: 0.2em 0; padding-left: 1.4em; list-style: none; }
 nav.tinymatch-toc a { text-decoration: none; color: #1f4e8c; }
 @page { size: A4; margin: 14mm 12mm; }
-@media print { body { max-width: none; } .anchor-link { display: none; } }
+@media print { body { max-width: none; } .anchor-link { display: none; }
+  /* JupyterLab keeps every output whole on one page: a long part (text and tables) then jumps to
+     the next page and leaves the last one half blank. Let outputs break between blocks; figures,
+     table rows and the contents box stay whole. */
+  .jp-OutputArea-child { break-inside: auto; page-break-inside: auto; }
+  .jp-RenderedHTMLCommon tr, .jp-RenderedHTMLCommon p { break-inside: avoid; page-break-inside: avoid; } }
 """
 
 # The lab template without anything fetched from the network: no require.js, no MathJax, no

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 from tinymatch import plots
@@ -46,6 +47,8 @@ def save_study_figures(study_dir, figs_dir, *, sliced_params: int = 4) -> list[s
             figure.tight_layout()
             plots.save_fig(figure, figs_dir / f"{stem}.png")
             drawn.append(stem)
+    for figure in figures.values():  # Optuna draws with pyplot: a notebook would show them all
+        plt.close(figure)
     return drawn
 
 
