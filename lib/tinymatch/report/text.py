@@ -947,14 +947,20 @@ def conclusion_markdown(run: Mapping[str, Any]) -> str:
     if "budget-bound" in budget:
         limits.append("**Budget.** The validation AUC was still rising when the epoch budget ran out: the run "
                       "shows what this recipe reaches in this budget, not what it converges to.")
-    limits.append(f"**One run.** Every figure comes from one training run (seed {config.seed}) and one split; "
-                  f"the confidence intervals resample the test pairs, not the training, so they leave out the "
-                  f"variation between seeds and between choices of held-out classes.")
+    limits.append(f"**One run.** Every figure outside the ablation comes from one training run (seed "
+                  f"{config.seed}) and one split; their confidence intervals resample the test pairs (or, in "
+                  f"the error analysis, the test classes), not the training, so they leave out the variation "
+                  f"between seeds. The ablation, where this report has one, trains several seeds and "
+                  f"splits per row.")
     unseen = metrics.get("unseen", {})
     if unseen.get("num_test_classes"):
+        class_ci = (run.get("error_analysis", {}).get("protocols", {}).get("unseen", {})
+                    .get("roc_auc_class_ci95"))
+        spread = (f" (the interval that resamples them, {fmt(class_ci[0])} - {fmt(class_ci[1])}, is wider "
+                  f"than the one that resamples pairs)" if class_ci and class_ci[0] is not None else "")
         limits.append(f"**Few unseen classes.** The unseen-class figures rest on {fmt(unseen['num_test_classes'])} "
-                      f"held-out test classes; which classes are held out can move them more than the "
-                      f"confidence interval suggests.")
+                      f"held-out test classes; which classes are held out moves them more than which pairs are "
+                      f"drawn{spread}.")
     if len(retrieval_chance(run)) > 1:
         limits.append("**Retrieval across protocols.** Seen- and unseen-class retrieval figures have different "
                       "chance levels (section 7) and are not comparable with each other.")
