@@ -35,7 +35,6 @@ from tinymatch import data, rundir
 from tinymatch.config import Config
 from tinymatch.io_utils import nan_to_none, read_json, write_json
 
-ABLATION_FILE = "ablation.json"
 # metric name -> (protocol or None for training, where to read it)
 METRICS = ("val_auc", "seen_auc", "unseen_auc", "seen_p_at_1", "unseen_p_at_1")
 
@@ -89,7 +88,7 @@ def run_ablation(base: Config, out_dir, *, variants: Sequence[Variant] | None = 
             variant.config(base, base.seed)
         except ValueError as err:
             raise ValueError(f"ablation variant {variant.name!r}: {err}") from err
-    out = Path(out_dir)
+    out = rundir.AblationDir(out_dir)
     seed_list = [base.seed + i for i in range(int(seeds))]
     dataset = dataset if dataset is not None else data.load_dataset_for(base, progress=progress)
     result: dict[str, Any] = {"base": base.to_dict(), "seeds": seed_list,
@@ -99,14 +98,14 @@ def run_ablation(base: Config, out_dir, *, variants: Sequence[Variant] | None = 
     with tqdm(total=len(jobs), unit="run", desc="ablation", disable=not progress) as bar:
         for variant, seed in jobs:
             config = variant.config(base, seed)
-            run_dir = out / variant.name / f"seed-{seed}"
+            run_dir = out.run_dir(variant.name, seed)
             if not is_finished(run_dir, config):
                 train(config, run_dir, dataset=dataset, progress=False)
             paths = rundir.RunDir(run_dir)
             if not paths.metrics.is_file():
                 splits = data.make_splits_for(dataset, config)
                 evaluate_run(run_dir, dataset, splits, config, progress=False, baselines=False)
-            runs[variant.name].append(_run_figures(run_dir, seed, out))
+            runs[variant.name].append(_run_figures(run_dir, seed, out.path))
             bar.update(1)
             if progress:
                 bar.write(f"{variant.name} seed {seed}: val AUC {runs[variant.name][-1]['val_auc']:.4f}")
@@ -114,7 +113,7 @@ def run_ablation(base: Config, out_dir, *, variants: Sequence[Variant] | None = 
         rows = runs[variant.name]
         result["variants"].append(dict(name=variant.name, description=variant.description,
                                        changes=variant.changes, runs=rows, **summarise(rows)))
-    write_json(out / ABLATION_FILE, nan_to_none(result))
+    write_json(out.summary, nan_to_none(result))
     return result
 
 
@@ -148,7 +147,7 @@ def ablation_rows(result: dict, metrics: Sequence[str] = METRICS) -> list[dict[s
 
 def read_ablation(out_dir) -> dict:
     """OUT/ablation.json (FileNotFoundError naming it when the ablation has not run)."""
-    path = Path(out_dir) / ABLATION_FILE
+    path = rundir.AblationDir(out_dir).summary
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no ablation here (run `tinymatch ablate` first)")
     return read_json(path)
@@ -185,4 +184,4 @@ def _number(value: Any) -> float:
 
 
 __all__ = ["Variant", "default_variants", "run_ablation", "summarise", "ablation_rows",
-           "read_ablation", "METRICS", "ABLATION_FILE"]
+           "read_ablation", "METRICS"]

@@ -27,13 +27,13 @@ import numpy as np
 
 from tinymatch.config import EVALUATION_SPLITS, Config
 from tinymatch.io_utils import nan_to_none, write_json
-from tinymatch.metrics import _as_arrays, choose_threshold, confusion_at_threshold, roc_auc
+from tinymatch.metrics import as_pair_arrays, choose_threshold, confusion_at_threshold, roc_auc
 from tinymatch.rundir import RunDir, read_evaluation_arrays
 
 
 def _labelled_pairs(distances, same, first_labels, second_labels):
     """(distances, same, first_labels, second_labels) as checked 1-D arrays of one length."""
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     first_labels = np.asarray(first_labels).ravel()
     second_labels = np.asarray(second_labels).ravel()
     if not len(first_labels) == len(second_labels) == len(same):
@@ -137,7 +137,7 @@ def hardest_errors(distances, same, threshold: float, top: int = 8) -> dict[str,
     "false_accepts": negative pairs that match, smallest distance first; "false_rejects":
     positive pairs that do not, largest distance first. Ties keep pair order.
     """
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     accepted = distances <= threshold
     false_accepts = np.flatnonzero(~same & accepted)
     false_rejects = np.flatnonzero(same & ~accepted)
@@ -269,8 +269,8 @@ def operating_points(val_distances, val_same, test_distances, test_same, target_
     "test" (`metrics.confusion_at_threshold` plus "far" and "tar"), so the report can show how far
     the FAR promised on val drifts on test.
     """
-    val_distances, val_same = _as_arrays(val_distances, val_same)
-    test_distances, test_same = _as_arrays(test_distances, test_same)
+    val_distances, val_same = as_pair_arrays(val_distances, val_same)
+    test_distances, test_same = as_pair_arrays(test_distances, test_same)
     points: dict[str, Any] = {"target_far": float(target_far)}
     for method in ("accuracy", "far"):
         threshold = choose_threshold(val_distances, val_same, method, target_far)

@@ -63,7 +63,7 @@ def pair_distances(embeddings: np.ndarray, pairs, distance_metric: str = "L2") -
     return out
 
 
-def _as_arrays(distances, same) -> tuple[np.ndarray, np.ndarray]:
+def as_pair_arrays(distances, same) -> tuple[np.ndarray, np.ndarray]:
     distances = np.asarray(distances, dtype=np.float64).ravel()
     same = np.asarray(same).astype(bool).ravel()
     if distances.shape != same.shape:
@@ -88,7 +88,7 @@ def roc_curve(distances, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     matches). Equals `sklearn.metrics.roc_curve(same, -distances, drop_intermediate=False)` with
     thresholds negated back into distance units.
     """
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     _require_both_classes(same)
     order = np.argsort(distances, kind="stable")
     sorted_distances, sorted_same = distances[order], same[order]
@@ -116,7 +116,7 @@ def bootstrap_auc_ci(distances, same, *, samples: int = 200, seed: int = 0,
     the sorted pairs (multiplicity from the resample) instead of re-sorting them: O(M) a replicate,
     ~8 ms for a million pairs on one idle core (benchmarks/README.md, "Evaluation").
     """
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     _require_both_classes(same)
     if samples < 1:
         raise ValueError(f"samples={samples}: must be >= 1")
@@ -174,7 +174,7 @@ def _tar_at_far_from_curve(far: np.ndarray, tar: np.ndarray, target: float) -> f
 
 def distance_histograms(distances, same, bins: int = 50) -> dict[str, np.ndarray]:
     """Counts of positive and negative pair distances on shared bins (for the overlap figure)."""
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     edges = np.histogram_bin_edges(distances, bins=bins)
     return {
         "bins": edges,
@@ -194,7 +194,7 @@ def choose_threshold(distances, same, method: str = "accuracy", target_far: floa
     operating point while leaving a margin for unseen pairs. Ties are broken towards the smaller
     threshold (fewer false accepts).
     """
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     far, tar, thresholds = roc_curve(distances, same)
     if method == "accuracy":
         num_pos, num_neg = same.sum(), (~same).sum()
@@ -221,7 +221,7 @@ def confusion_at_threshold(distances, same, threshold: float) -> dict:
     `normalized` divides each row by its true-class count (sklearn's normalize="true"). Precision,
     recall and F1 are those of the "same" class; 0 when undefined (sklearn's zero_division=0).
     """
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     predicted = distances <= threshold
     tp = int(np.sum(predicted & same))
     fp = int(np.sum(predicted & ~same))
@@ -247,7 +247,7 @@ def confusion_at_threshold(distances, same, threshold: float) -> dict:
 def verification_metrics(distances, same, *, bootstrap_samples: int = 200, seed: int = 0,
                          fars=DEFAULT_FARS) -> dict:
     """Threshold-free figures of one set of pairs: AUC with its bootstrap 95% interval, EER, TAR@FAR."""
-    distances, same = _as_arrays(distances, same)
+    distances, same = as_pair_arrays(distances, same)
     far, tar, _ = roc_curve(distances, same)  # sorted once, shared by every figure below
     metrics = {
         "num_pairs": int(len(same)),

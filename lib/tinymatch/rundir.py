@@ -357,6 +357,32 @@ def trial_record(run_dir: str | os.PathLike) -> Path:
 __all__ += ["StudyDir", "TRIAL_RECORD_NAME", "trial_record"]  # tune job
 
 
+# --- ablation directory (ablation job) -----------------------------------------------------------
+# An ablation directory holds one run directory per (variant, seed) and ablation.json, the summary.
+
+@dataclass(frozen=True)
+class AblationDir:
+    """Paths of one ablation directory. Creating the object touches nothing on disk."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def summary(self) -> Path: return self.path / "ablation.json"
+
+    def run_dir(self, variant: str, seed: int) -> Path:
+        """The run directory of one variant and seed."""
+        return self.path / variant / f"seed-{seed}"
+
+
+__all__ += ["AblationDir"]  # ablation job
+
+
 # --- the run's split (data job) -------------------------------------------------------------------
 
 def run_splits(run_dir: str | os.PathLike, dataset, config, *, save: bool = False):

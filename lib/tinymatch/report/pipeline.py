@@ -31,7 +31,7 @@ from tinymatch.config import Config
 from tinymatch.io_utils import atomic_path
 from tinymatch.report.notebook import default_run_dir, prepare_data
 from tinymatch.report.render import ReportError, find_chromium, render_html, render_pdf
-from tinymatch.rundir import RunDir
+from tinymatch.rundir import AblationDir, RunDir, StudyDir
 
 NOTEBOOKS = ("01_data", "02_train", "03_evaluate", "04_embeddings", "report")
 NOTEBOOK_PURPOSE = {
@@ -70,9 +70,9 @@ def run_report(config: Config, run_dir=None, pdf: bool = True, progress: bool = 
             if not path.is_file():
                 raise FileNotFoundError(f"--compare {other}: {path} not found (a finished, evaluated run "
                                         f"directory is needed)")
-    if study_dir is not None and not RunDir(study_dir).path.joinpath("study.db").is_file():
+    if study_dir is not None and not StudyDir(study_dir).storage.is_file():
         raise FileNotFoundError(f"--study {study_dir}: no study.db there (run `tinymatch tune` first)")
-    if ablation_dir is not None and not RunDir(ablation_dir).path.joinpath("ablation.json").is_file():
+    if ablation_dir is not None and not AblationDir(ablation_dir).summary.is_file():
         raise FileNotFoundError(f"--ablation {ablation_dir}: no ablation.json there (run `tinymatch "
                                 "ablate` first)")
     paths = RunDir(run_dir if run_dir else default_run_dir(config))
