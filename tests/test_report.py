@@ -651,3 +651,12 @@ def test_a_notebook_run_from_notebooks_writes_only_into_its_run_dir(tmp_path):
                                                                           "samples"]
     after = _git_status()
     assert before is None or after == before, f"the notebook changed the repository: {sorted(after ^ before)}"
+
+
+def test_a_study_or_ablation_directory_without_its_file_fails_before_any_notebook(tmp_path):
+    config = Config.from_profile("smoke")
+    with pytest.raises(FileNotFoundError, match="--study .*study.db"):
+        report.run_report(config, run_dir=tmp_path / "run", pdf=False, progress=False, study_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="--ablation .*ablation.json"):
+        report.run_report(config, run_dir=tmp_path / "run", pdf=False, progress=False, ablation_dir=tmp_path)
+    assert not (tmp_path / "run").exists()
