@@ -56,7 +56,7 @@ nav.tinymatch-toc a { text-decoration: none; color: #1f4e8c; }
   /* JupyterLab keeps every output whole on one page: a long part (text and tables) then jumps to
      the next page and leaves the last one half blank. Let outputs break between blocks; figures,
      table rows and the contents box stay whole. */
-  .jp-OutputArea-child { break-inside: auto; page-break-inside: auto; }
+  .jp-OutputArea .jp-OutputArea-child { break-inside: auto !important; page-break-inside: auto !important; }
   .jp-RenderedHTMLCommon tr, .jp-RenderedHTMLCommon p { break-inside: avoid; page-break-inside: avoid; } }
 """
 
