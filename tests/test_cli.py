@@ -17,7 +17,7 @@ from tinymatch.cli import build_parser, main
 from tinymatch.config import Config
 from tinymatch.rundir import RunLockedError
 
-SUBCOMMANDS = ("download", "data", "train", "half-precision", "evaluate", "match", "report", "tune")
+SUBCOMMANDS = ("download", "data", "train", "half-precision", "evaluate", "match", "report", "tune", "ablate")
 
 
 def _subparsers(parser):

@@ -10,6 +10,7 @@ Optuna is an optional extra (`tune`): it is imported when a study is read, not w
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ def save_study_figures(study_dir, figs_dir, *, sliced_params: int = 4) -> list[s
             for ax in figure.axes:  # log axes' minor labels overlap at this width
                 ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.tick_params(labelsize=8)
-            figure.tight_layout()
+            with warnings.catch_warnings():  # the slice plot's colour bar: tight_layout skips it
+                warnings.simplefilter("ignore", UserWarning)
+                figure.tight_layout()
             plots.save_fig(figure, figs_dir / f"{stem}.png")
             drawn.append(stem)
     for figure in figures.values():  # Optuna draws with pyplot: a notebook would show them all
