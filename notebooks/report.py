@@ -305,7 +305,7 @@ figs.show("retrieval_examples")
 Markdown(report.error_analysis_markdown(run, figs))
 
 # %%
-for stem in ("roc_log_far", "operating_points", "class_extremes", "false_accepts", "false_rejects"):
+for stem in report.ERROR_FIGURES:
     if figs.has(stem):
         display(figs.show(stem))
 
@@ -334,7 +334,7 @@ Markdown(report.study_markdown(study_dir, figs) if study_dir else
          "`tinymatch tune`).*")
 
 # %%
-for stem in ("study_history", "study_importances", "study_slice"):
+for stem in report.STUDY_FIGURES:
     if figs.has(stem):
         display(figs.show(stem))
 
@@ -364,7 +364,7 @@ Markdown(report.transfer_markdown(compare_run_dirs or [run_path]))
 Markdown(report.projector_markdown(run, figs))
 
 # %%
-for stem in ("projector_pca", "projector_tsne"):
+for stem in report.PROJECTOR_SCREENSHOTS:
     if figs.has(stem):
         display(figs.show(stem))
 

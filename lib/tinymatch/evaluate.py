@@ -314,8 +314,8 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
                                               run.path, frozen)
         if protocol == config.protocol:
             frozen = _thresholds_of(metrics[protocol], config, embedders)
-    if frozen is None:
-        _thresholds_of(metrics[config.protocol], config, embedders)  # raises: why there is none
+    if frozen is None:  # config.protocol was skipped: raises, naming why
+        frozen = _thresholds_of(metrics[config.protocol], config, embedders)
     metrics["threshold"] = frozen["trained"]
     official = official_val_indices(splits.official, splits.labels, required=False)
     if len(official) and _skip_reason(dataset, {"test": official}) is None:

@@ -32,7 +32,8 @@ from tinymatch.report.render import (CHROMIUM_ENV_VAR, CHROMIUM_NAMES, ChromiumN
 from tinymatch.report.ablation import ablation_markdown, ablation_tables
 from tinymatch.report.errors import analyse_and_draw, error_analysis_markdown
 from tinymatch.report.study import save_study_figures, study_facts, study_markdown
-from tinymatch.report.tables import (FIGURES, LOSS_NAMES, OPTIONAL_FIGURES, absent_tables, PROTOCOL_NAMES, TABLE_NUMBERS, TABLES, Figures, Tables,
+from tinymatch.report.tables import (ERROR_FIGURES, FIGURES, LOSS_NAMES, OPTIONAL_FIGURES, PROJECTOR_SCREENSHOTS,
+                                     STUDY_FIGURES, absent_tables, PROTOCOL_NAMES, TABLE_NUMBERS, TABLES, Figures, Tables,
                                      chance_precision_at_1, chance_recall_at_k, config_table, confusion_table,
                                      figure_markdown, fmt, history_summary, layer_table, loss_comparison_table,
                                      markdown_table, percent, phase_summary, phase_table, projector_table,
@@ -76,7 +77,8 @@ __all__ = [
     "config_markdown", "report_title", "training_recipe", "phase_auc_sentences", "budget_sentence",
     "backbone_markdown", "class_distribution_caption", "training_curves_caption", "retrieval_chance",
     "embedding_map_caption", "stage_seconds", "rerender_command", "reproducibility_markdown",
-    "conclusion_markdown", "threshold_markdown", "REFERENCES", "cite", "bibliography_markdown", "OPTIONAL_FIGURES", "absent_tables",
+    "conclusion_markdown", "threshold_markdown", "REFERENCES", "cite", "bibliography_markdown", "OPTIONAL_FIGURES", "ERROR_FIGURES", "STUDY_FIGURES",
+    "PROJECTOR_SCREENSHOTS", "absent_tables",
     # the optional parts: error analysis, ablation, tuning study
     "analyse_and_draw", "error_analysis_markdown", "ablation_markdown", "ablation_tables",
     "save_study_figures", "study_facts", "study_markdown",

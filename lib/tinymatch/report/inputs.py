@@ -34,6 +34,15 @@ def evaluation_arrays(run_dir, protocol: str, model: str = "trained") -> dict[st
         return {key: arrays[key] for key in arrays.files}
 
 
+def retrieval_labels(run_dir, protocol: str, model: str = "trained") -> np.ndarray:
+    """Only the retrieval queries' labels of one (split, model): the other arrays stay on disk."""
+    path = RunDir(run_dir).evaluation_file(protocol, model)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation arrays not found: {path} (run 03_evaluate first)")
+    with np.load(path) as arrays:
+        return arrays["retrieval_labels"]
+
+
 def roc_inputs(run_dir, metrics) -> tuple[dict, dict]:
     """({split: {model label: (far, tar, auc)}}, {split: (far, tar)}) for plots.roc."""
     curves, points = {}, {}

@@ -200,12 +200,13 @@ def screenshot_projector(export_dir, figs_dir) -> str:
     a browser or TensorBoard the screenshots are skipped (and any stale ones removed, so the report
     never shows an older run's projector): the rest of the report does not depend on them."""
     from tinymatch import projector_screenshots
+    from tinymatch.report.tables import PROJECTOR_SCREENSHOTS
 
     started = time.perf_counter()
     try:
         paths = projector_screenshots.capture(export_dir, figs_dir)
     except projector_screenshots.ProjectorScreenshotError as err:
-        for stem in ("projector_pca", "projector_tsne"):
+        for stem in PROJECTOR_SCREENSHOTS:
             Path(figs_dir, f"{stem}.png").unlink(missing_ok=True)
         return f"projector screenshots skipped: {err}"
     return (f"captured {', '.join(p.name for p in paths)} in {time.perf_counter() - started:.0f} s "

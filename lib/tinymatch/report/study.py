@@ -62,7 +62,7 @@ def study_facts(study_dir) -> dict[str, Any]:
     rows = _tune().trial_rows(study_dir)
     base = study.user_attrs.get("base_config", {})
     seconds = [r["seconds"] for r in rows if r.get("seconds") is not None]
-    return dict(summary, trials=len(rows), base_config=base,
+    return dict(summary, trials=len(rows), trial_rows=rows, base_config=base,
                 search_space=study.user_attrs.get("search_space", []),
                 study_seconds=float(sum(seconds)),
                 base_steps=int(base.get("steps_per_epoch") or 0),
@@ -76,9 +76,11 @@ def search_space_table(facts: dict) -> str:
     return markdown_table(("parameter", "values searched", "scale", "only when"), rows, align="llll")
 
 
-def best_trials_table(study_dir, top: int = 5) -> str:
-    """The `top` complete trials by objective, with the parameters that matter most to the text."""
-    rows = [r for r in _tune().trial_rows(study_dir) if r["state"] == "COMPLETE" and r["value"] is not None]
+def best_trials_table(study_dir, top: int = 5, *, trial_rows=None) -> str:
+    """The `top` complete trials by objective, with the parameters that matter most to the text
+    (`trial_rows`: `tune.trial_rows(study_dir)` when the caller has read them already)."""
+    trial_rows = _tune().trial_rows(study_dir) if trial_rows is None else trial_rows
+    rows = [r for r in trial_rows if r["state"] == "COMPLETE" and r["value"] is not None]
     rows.sort(key=lambda r: -r["value"])
     shown = []
     for r in rows[:top]:
@@ -120,7 +122,7 @@ def study_markdown(study_dir, figs=None) -> str:
         shown = [figs.ref(stem) for _, stem in STUDY_FIGURE_STEMS if figs.has(stem)]
         text.append(f"{', '.join(shown)} show the study as Optuna draws it.")
     text += ["", TABLE_NUMBERS.markdown("study_space", search_space_table(f)), "",
-             TABLE_NUMBERS.markdown("study_best", best_trials_table(study_dir))]
+             TABLE_NUMBERS.markdown("study_best", best_trials_table(study_dir, trial_rows=f["trial_rows"]))]
     return "\n".join(text)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinymatch import projector
 from tinymatch.config import BACKBONES, SPLIT_EVALUATIONS, Config
-from tinymatch.report.inputs import evaluation_arrays, protocols_in, run_history
+from tinymatch.report.inputs import protocols_in, retrieval_labels, run_history
 from tinymatch.report.tables import (LOSS_NAMES, PROTOCOL_NAMES, TABLE_NUMBERS, Figures, balanced_class_counts,
                                      best_epoch_label, chance_precision_at_1, chance_recall_at_k, confusion_table,
                                      config_table, fmt, history_summary, layer_table, loss_comparison_table,
@@ -783,7 +783,7 @@ def retrieval_chance(run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for protocol in protocols_in(metrics):
         counts, source = None, ""
         try:
-            labels = evaluation_arrays(run["run_dir"], protocol)["retrieval_labels"]
+            labels = retrieval_labels(run["run_dir"], protocol)
             counts, source = np.unique(np.asarray(labels), return_counts=True)[1], "labels"
         except (FileNotFoundError, KeyError, OSError, ValueError):
             images, classes = metrics[protocol].get("num_test_images"), metrics[protocol].get("num_test_classes")
