@@ -68,6 +68,7 @@ reference: $(BIN)/tinymatch
 	@if [ -e $(RUN_DIR)/metrics.json ]; then echo "$(RUN_DIR) already evaluated: weights kept as they are"; \
 	  else $(TM) half-precision $(RUN_DIR); fi
 	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)" STUDY="$(STUDY)" ABLATION="$(ABLATION)" REPORT_FLAGS=--publish
+	mkdir -p reports/reference
 	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/model.keras $(RUN_DIR)/siamese.keras reports/reference/
 
 # JupyterLab refuses to start as root unless told; the README's setup runs as root.

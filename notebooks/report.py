@@ -381,7 +381,7 @@ Markdown(report.conclusion_markdown(run))
 # ## 10. Compute and reproducibility
 
 # %%
-Markdown(report.reproducibility_markdown(run, compare_run_dirs or [run_path]))
+Markdown(report.reproducibility_markdown(run, compare_run_dirs or [run_path], study_dir, ablation_dir))
 
 # %% [markdown]
 # ## Bibliography

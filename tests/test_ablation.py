@@ -33,10 +33,12 @@ def test_every_variant_and_seed_is_a_trained_and_evaluated_run(ablated):
             run_dir = out / run["run_dir"]
             config = Config.load(run_dir / "config.json")
             assert config.seed == run["seed"]
-            assert (run_dir / "metrics.json").is_file() and (run_dir / "model.keras").is_file()
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            assert (run_dir / "test_metrics.json").is_file() and (run_dir / "model.keras").is_file()
+            metrics = json.loads((run_dir / "test_metrics.json").read_text())
             assert run["seen_auc"] == metrics["seen"]["trained"]["test"]["roc_auc"]
+            assert run["unseen_p_at_1"] == metrics["unseen"]["trained"]["retrieval"]["precision_at_1"]
             assert "raw_pixels" not in metrics["seen"]  # the trained model alone
+            assert "val" not in metrics["seen"]["trained"]  # the test parts only
     warmup_only = Config.load(out / "warmup_only" / f"seed-{base.seed}" / "config.json")
     assert (warmup_only.warmup_epochs, warmup_only.epochs) == (2, 0)  # same budget, warm-up alone
     history = (out / "warmup_only" / f"seed-{base.seed}" / "history.csv").read_text()
@@ -72,8 +74,17 @@ def test_a_rerun_reuses_finished_runs(ablated, synthetic_dataset, tmp_path):
 def test_default_variants_follow_the_base(synthetic_dir):
     names = [v.name for v in ablation.default_variants(base_config(synthetic_dir))]
     assert names == ["recipe", "warmup_only", "triplet_only", "batch_hard", "no_augmentation"]
+    joint = [v.name for v in ablation.default_variants(base_config(synthetic_dir, triplet_softmax_weight=0.5))]
+    assert "triplet_alone_after_warmup" in joint
     no_warmup = [v.name for v in ablation.default_variants(base_config(synthetic_dir, warmup_epochs=0))]
     assert "warmup_only" not in no_warmup and "triplet_only" not in no_warmup
+
+
+def test_a_time_budgeted_base_is_refused(synthetic_dir, tmp_path):
+    base = base_config(synthetic_dir, steps_per_epoch=0, time_budget_minutes=1.0)
+    with pytest.raises(ValueError, match="time_budget_minutes=1: an ablation compares"):
+        ablation.run_ablation(base, tmp_path / "out", seeds=1, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_summary_of_one_seed_has_no_sd():

@@ -134,6 +134,31 @@ def test_evaluate_run_writes_metrics_pairs_and_plot_arrays(run_dir, protocol):
     assert list((run_dir / "embeddings").glob("model-*.npy"))
 
 
+def test_test_parts_alone_give_the_full_evaluations_test_figures(run_dir, tmp_path):
+    """The ablation's cheap evaluation: same pairs, AUC and retrieval as evaluate_run on the test
+    parts, the training threshold, and no val part."""
+    import shutil
+
+    labels = np.repeat(np.arange(10), 8).astype(np.int32)
+    dataset = FakeDataset(colour_images(labels), labels)
+    config = smoke_config(bootstrap_samples=0, max_positive_pairs=40, retrieval_top_k=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "siamese.keras", "config.json"):
+        shutil.copy(run_dir / name, run / name)
+    (run / "training.json").write_text(json.dumps({"threshold": 0.75, "finished": True}))
+    lean = ev.evaluate_test_parts(run, dataset, make_split(labels), config)
+    assert json.loads((run / "test_metrics.json").read_text()) == json.loads(json.dumps(lean))
+    full = ev.evaluate_run(run, dataset, make_split(labels), config, progress=False, baselines=False)
+    for protocol in ("seen", "unseen"):
+        got, want = lean[protocol]["trained"], full[protocol]["trained"]
+        assert "val" not in got and got["threshold"] == 0.75
+        assert got["test"]["roc_auc"] == want["test"]["roc_auc"]
+        assert got["retrieval"] == want["retrieval"]
+        assert got["test"]["confusion"]["threshold"] == 0.75
+    assert "official-val" not in lean
+
+
 def test_evaluate_run_needs_the_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.keras"):
         ev.evaluate_run(tmp_path, None, None, smoke_config(), progress=False)

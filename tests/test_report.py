@@ -383,6 +383,8 @@ def test_reproducibility_names_versions_stage_times_and_one_command(tmp_path):
     assert "2 logical cores of Test CPU, no GPU" in text and "TensorFlow 2.21.0" in text and "**Seed:** 1337" in text
     assert "| training, wall clock | `training.json` | 2.5 min (150 s) |" in text
     assert "`make report PROFILE=smoke RUN_DIR=runs/cpu-x COMPARE=\"runs/other\"`" in text
+    assert report.rerender_command(run, [run_dir], tmp_path / "s1", tmp_path / "abl") == \
+        "make report PROFILE=smoke RUN_DIR=runs/cpu-x STUDY=runs/studies/s1 ABLATION=runs/abl"
     changed = {**run, "config": run["config"].replace(margin=0.3)}
     assert report.rerender_command(changed) == "tinymatch report --config runs/cpu-x/config.json --out runs/cpu-x"
     conclusion = report.conclusion_markdown(run)
@@ -660,3 +662,26 @@ def test_a_study_or_ablation_directory_without_its_file_fails_before_any_noteboo
     with pytest.raises(FileNotFoundError, match="--ablation .*ablation.json"):
         report.run_report(config, run_dir=tmp_path / "run", pdf=False, progress=False, ablation_dir=tmp_path)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_time_budgeted_run_says_how_its_steps_were_chosen():
+    from tinymatch.report.text import optimisation_markdown, time_budget_sentence
+
+    config = Config.from_profile("smoke", steps_per_epoch=0, time_budget_minutes=45.0)
+    training = dict(steps_per_epoch=123, epochs_run=2, budget_exhausted=False,
+                    calibration=dict(step_seconds=1.234, trace_seconds=9.0, epoch_overhead_seconds=6.54,
+                                     calibration_seconds=30.0))
+    text = optimisation_markdown(dict(config=config, training=training))
+    assert "at most 2 epochs of as many steps as the time budget allows (below)" in text
+    assert "a budget of 45 minutes of wall time for its 2 epochs" in text
+    assert "took 1.23 s, an epoch's validation and checkpoint 6.5 s) and set 123 steps per epoch" in text
+    assert "ran out" not in text and "planned again" not in text
+    plan = [dict(from_epoch=1, steps_per_epoch=150, step_seconds=1.234, source="calibration"),
+            dict(from_epoch=2, steps_per_epoch=123, step_seconds=1.5, source="measured epochs")]
+    replanned = time_budget_sentence(config, dict(training, budget_plan=plan))
+    assert "set 150 steps per epoch" in replanned
+    assert "From epoch 2 (a new phase) it planned again from the seconds its finished epochs had taken " \
+           "(1.50 s a step): 123 steps per epoch." in replanned
+    spent = time_budget_sentence(config, dict(training, budget_exhausted=True, epochs_run=1))
+    assert "The budget ran out before the last epoch: the run stopped after 1 epoch." in spent
+    assert time_budget_sentence(Config.from_profile("smoke"), training) == ""

@@ -259,7 +259,7 @@ def test_space_follows_the_base_config():
 
 
 def test_trial_config_maps_relative_params():
-    base = Config.from_profile("cpu")  # 12 warm-up + 5 triplet epochs, 32 x 4 batches
+    base = Config.from_profile("cpu")  # 12 warm-up + 5 triplet epochs, 64 x 2 batches
     config = trial_config(base, dict(learning_rate=2e-3, finetune_lr_ratio=0.5, warmup_share=0.5,
                                      images_per_class=8, warmup_head="normface"))
     assert config.finetune_learning_rate == pytest.approx(1e-3)
@@ -280,3 +280,25 @@ def test_search_space_rows_are_a_table():
     assert by_name["label_smoothing"]["values"] == "0 - 0.2 (step 0.05)"
     assert by_name["ema_decay"]["values"] == "0.0, 0.99, 0.999"
     assert any("progressive resizing" in reason for _, reason in NOT_YET_SEARCHABLE)
+
+
+def test_a_budgeted_base_makes_each_trial_a_budgeted_run(tmp_path, synthetic_dir, synthetic_dataset,
+                                                         monkeypatch):
+    """With a time budget in the base (the cpu profile), a trial plans its schedule for its own
+    minutes (so it ends at zero when the trial ends) instead of the base's budget."""
+    from tinymatch import tune
+    from tinymatch.train import TrainResult
+
+    seen = []
+
+    def fake_train(config, run_dir, **kwargs):  # what best_config.json is read from
+        seen.append(config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.json")
+        return TrainResult(run_dir, [], 0.5)
+
+    monkeypatch.setattr(tune, "train", fake_train)
+    base = tiny_config(synthetic_dir, steps_per_epoch=0, time_budget_minutes=45.0)
+    tiny_study("budgeted", base, tmp_path, 1, synthetic_dataset, trial_minutes=2.0)
+    assert seen[0].time_budget_minutes == pytest.approx(tune.TRIAL_BUDGET_SHARE * 2.0)
+    assert seen[0].steps_per_epoch == 0

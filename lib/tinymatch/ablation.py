@@ -1,15 +1,17 @@
 """Controlled ablation of a recipe: one change at a time, several seeds, validation and test together.
 
 `run_ablation(base, out_dir, seeds=3)` trains every (variant, seed) as an ordinary run directory,
-OUT/<variant>/seed-<seed>, evaluates the trained model alone on every protocol (the baselines do
-not change between variants) and writes OUT/ablation.json. A finished run is reused (same training
+OUT/<variant>/seed-<seed>, scores the trained model alone on the seen and unseen test parts
+(`evaluate.evaluate_test_parts`: the baselines do not change between variants, and the val parts
+only choose a threshold, which the compared figures do not use) and writes OUT/ablation.json. A finished run is reused (same training
 key), so an interrupted ablation resumes where it stopped and adding a seed trains only that seed.
 
 Variants are the base config with a few fields changed (`Variant.changes`); `default_variants`
 holds the ones the report's story needs: the recipe itself, its classification warm-up alone, its
 semi-hard triplet phase alone (trained from scratch for the same number of epochs), the warm-up
 followed by batch-hard mining (soft margin, which does not collapse as the hinge did), and the
-recipe without augmentation. Every variant keeps the base's epochs x steps, so each row had the
+recipe without augmentation, and (when the recipe keeps it) the triplet phase without the
+classification loss beside it, the factor the tuning study ranked first. Every variant keeps the base's epochs x steps, so each row had the
 same budget of training steps (its wall time is recorded beside it).
 
 The seed is the config's `seed`: it also draws the split (which images are held out, which classes
@@ -62,6 +64,10 @@ def default_variants(base: Config) -> tuple[Variant, ...]:
             Variant("triplet_only", f"{base.loss} triplet loss from scratch, no warm-up",
                     dict(warmup_epochs=0, epochs=total)),
         ]
+    if base.epochs and base.triplet_softmax_weight:
+        variants.append(Variant("triplet_alone_after_warmup",
+                                "triplet phase without the classification loss beside it",
+                                dict(triplet_softmax_weight=0.0)))
     if base.loss != "hard":
         variants.append(Variant("batch_hard", "batch-hard triplet phase (soft margin) instead",
                                 dict(loss="hard", soft=True)))
@@ -74,11 +80,15 @@ def run_ablation(base: Config, out_dir, *, variants: Sequence[Variant] | None = 
                  dataset=None, progress: bool = True) -> dict:
     """Train and evaluate every variant with `seeds` seeds (base.seed, base.seed + 1, ...);
     write and return ablation.json's content."""
-    from tinymatch.evaluate import evaluate_run
+    from tinymatch.evaluate import evaluate_test_parts
     from tinymatch.train import is_finished, train
 
     if int(seeds) != seeds or seeds < 1:
         raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
+    if base.time_budget_minutes:
+        raise ValueError(f"config.time_budget_minutes={base.time_budget_minutes:g}: an ablation "
+                         "compares its variants at the same number of steps; set steps_per_epoch "
+                         "(and time_budget_minutes 0) in its base config")
     variants = tuple(variants if variants is not None else default_variants(base))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
@@ -102,9 +112,9 @@ def run_ablation(base: Config, out_dir, *, variants: Sequence[Variant] | None = 
             if not is_finished(run_dir, config):
                 train(config, run_dir, dataset=dataset, progress=False)
             paths = rundir.RunDir(run_dir)
-            if not paths.metrics.is_file():
+            if not paths.test_metrics.is_file():
                 splits = data.make_splits_for(dataset, config)
-                evaluate_run(run_dir, dataset, splits, config, progress=False, baselines=False)
+                evaluate_test_parts(run_dir, dataset, splits, config)
             runs[variant.name].append(_run_figures(run_dir, seed, out.path))
             bar.update(1)
             if progress:
@@ -155,7 +165,7 @@ def read_ablation(out_dir) -> dict:
 
 def _run_figures(run_dir: Path, seed: int, out: Path) -> dict[str, Any]:
     paths = rundir.RunDir(run_dir)
-    training, metrics = read_json(paths.training), read_json(paths.metrics)
+    training, metrics = read_json(paths.training), read_json(paths.test_metrics)
 
     def test(protocol, *keys):
         value: Any = metrics.get(protocol, {}).get("trained", {})

@@ -369,8 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_count(1), default=3, metavar="N",
                    help="seeds per variant (config seed, +1, ...; each also draws the split)")
     p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                   help="only these variants (recipe, warmup_only, triplet_only, batch_hard, "
-                        "no_augmentation); default: all that apply")
+                   help="only these variants (recipe, warmup_only, triplet_only, "
+                        "triplet_alone_after_warmup, batch_hard, no_augmentation); default: all "
+                        "that apply")
     p.add_argument("--out", default="runs/ablation", metavar="DIR",
                    help="ablation directory (re-run the same command to resume)")
     p.set_defaults(func=_cmd_ablate)

@@ -139,7 +139,12 @@ class Config:
     # the best model and model.keras use the averaged weights; training continues on the raw ones.
     ema_decay: float = 0.0
     epochs: int = 10  # triplet-phase epochs (0: the warm-up alone, for ablations)
-    steps_per_epoch: int = 0  # 0 = one pass over the training images
+    steps_per_epoch: int = 0  # 0 = one pass over the training images (or the time budget's count)
+    # > 0: a wall-clock budget in minutes for the epochs (calibration, steps, per-epoch validation
+    # and checkpoints): the run times a few steps on the machine at hand and sets steps_per_epoch
+    # (which must then be 0) so that every epoch fits; the schedule still ends at zero. Budgeted
+    # training (Li et al. 2020): the same recipe takes the same minutes on a fast or slow CPU.
+    time_budget_minutes: float = 0.0
     early_stopping_patience: int = 3
     jit_compile: bool = False
     mixed_precision: bool = False  # half-precision compute: float16 on a GPU, bfloat16 on a CPU
@@ -182,6 +187,14 @@ class Config:
         if self.epochs == 0 and self.warmup_epochs == 0:
             raise ConfigError("config.epochs=0 needs config.warmup_epochs >= 1 (a run of the "
                               "classification warm-up alone); nothing would be trained")
+        if self.time_budget_minutes and self.steps_per_epoch:
+            raise ConfigError(f"config.steps_per_epoch={self.steps_per_epoch} with config."
+                              f"time_budget_minutes={self.time_budget_minutes:g}: set one of them "
+                              "(a time budget calibrates the steps per epoch; 0 turns either off)")
+        if self.time_budget_minutes and self.strategy == "multi-worker":
+            raise ConfigError("config.time_budget_minutes needs one machine (strategy 'none' or "
+                              "'mirrored'): workers would each calibrate their own step count; set "
+                              "steps_per_epoch for a multi-worker run")
         if self.warmup_margin and self.warmup_head != "cosface":
             raise ConfigError(f"config.warmup_margin={self.warmup_margin!r} needs "
                               "config.warmup_head='cosface' (the normface head has no margin)")
@@ -230,6 +243,10 @@ class Config:
         values = dict(_PROFILE_VALUES[profile])
         values.update(overrides)
         values["profile"] = profile
+        if overrides.get("steps_per_epoch") and "time_budget_minutes" not in overrides:
+            # Fixed steps asked for (a partial config, or a run's config.json from before time
+            # budgets existed): the profile's time budget does not apply.
+            values["time_budget_minutes"] = 0.0
         return cls(**values)
 
     @classmethod
@@ -352,6 +369,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "ema_decay": (0, 1, False, True),
     "epochs": (0, _INF, False, True),  # 0 only after a warm-up (a warm-up-only run): validate()
     "steps_per_epoch": (0, _INF, False, True),  # 0 = one pass over the training images
+    "time_budget_minutes": (0, 10080, False, False),  # 0 = no budget; at most a week
     "early_stopping_patience": (0, _INF, False, True),  # 0 = never stop early
     "logical_devices": (0, 64, False, False),
     "max_positive_pairs": (1, _INF, False, True),
@@ -520,18 +538,27 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
         early_stopping_patience=0, max_positive_pairs=300, bootstrap_samples=20, eval_batch_size=64,
         val_fraction=0.2, test_fraction=0.2,
     ),
-    # cpu: chosen by full-length runs on the 2-core machine (benchmarks/README.md, "CPU profile"):
-    # the compact CNN at width 48 (stages capped at 256 filters) with a stride-2 stem on the full
-    # 64x64 image (the network runs at 32x32), a 1024-d embedding, 12 epochs of softmax warm-up
-    # at a peak learning rate of 3e-3 then 5 of semi-hard triplet loss at 1e-3, 650 steps of 128
-    # images each, flip-averaged embeddings at inference. float32: bfloat16 was slower on both CPU
-    # kinds measured (Intel with AVX512-BF16: 480 vs 632 images/s; AMD without it, emulated:
-    # 32 vs 177 images/s, 5.5x slower; benchmarks/README.md, "Precision").
+    # cpu: 45 minutes of training on whatever 2-core machine runs it (`time_budget_minutes`: the
+    # steps per epoch are calibrated on the machine, the schedules end at zero at the budget's
+    # end). The network is the one chosen by full-length runs (benchmarks/README.md, "CPU
+    # profile"): the compact CNN at width 48 (stages capped at 256 filters) with a stride-2 stem
+    # on the full 64x64 image (the network runs at 32x32), a 1024-d embedding, flip-averaged
+    # embeddings at inference. The optimisation is the consensus of the five best trials of the
+    # tuning study `cpu-short` (benchmarks/README.md, "Tuning study cpu-short"), rounded: a CosFace
+    # warm-up (scale 12, margin 0.25, label smoothing 0.05) for 12 of 17 epochs at a peak rate of
+    # 5e-3, then semi-hard triplets (margin 0.35) at 1e-3 with the classification loss kept on at
+    # weight 0.8, P x K = 64 x 2, EMA weights (0.99). The study's trials were cut before any
+    # schedule ended, so its `constant` winner says nothing about the end of a run; the profile
+    # decays linearly to zero (budgeted training, Li et al. 2020). float32: bfloat16 was slower
+    # on both CPU kinds measured (benchmarks/README.md, "Precision").
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, image_size=64, stem_stride=2,
-        embedding_dim=1024, mixed_precision=False, classes_per_batch=32, images_per_class=4,
-        warmup_epochs=12, epochs=5, steps_per_epoch=650, early_stopping_patience=3,
-        test_time_flip=True, learning_rate=3e-3, finetune_learning_rate=1e-3,
+        embedding_dim=1024, mixed_precision=False, classes_per_batch=64, images_per_class=2,
+        warmup_epochs=12, epochs=5, steps_per_epoch=0, time_budget_minutes=45.0,
+        early_stopping_patience=3, test_time_flip=True, learning_rate=5e-3,
+        finetune_learning_rate=1e-3, lr_schedule="linear", warmup_head="cosface",
+        warmup_scale=12.0, warmup_margin=0.25, label_smoothing=0.05, triplet_softmax_weight=0.8,
+        margin=0.35, ema_decay=0.99,
     ),
     # gpu: starts offline (no ImageNet weights to download): the cpu profile's recipe widened and
     # run at full resolution: a stride-1 stem on 64x64, width 64 capped at 512 filters, 64 x 4

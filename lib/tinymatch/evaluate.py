@@ -327,6 +327,37 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
     return metrics
 
 
+def evaluate_test_parts(run_dir, dataset, splits, config: Config, *, progress: bool = False) -> dict:
+    """The trained model alone on the seen and unseen test parts, at the threshold training chose
+    on its val selection (training.json): what an ablation compares, at about a third of
+    `evaluate_run`'s cost (no val parts, no baselines, no plot arrays, no Siamese check).
+
+    Same pairs and retrieval as `evaluate_run` (same sampler and seed), so the AUC and P@1 are
+    the figures evaluate_run would give; only the threshold-dependent ones (accuracy, confusion)
+    use the training threshold. Writes and returns test_metrics.json:
+    {"threshold", "<protocol>": {"num_test_images", "num_test_classes", "trained": {"test": {...},
+    "retrieval": {...}}} or {"skipped": reason}}.
+    """
+    run = RunDir(run_dir)
+    if not run.model.is_file():
+        raise FileNotFoundError(f"no trained model in the run directory: {run.model}")
+    threshold = float(read_json(run.training)["threshold"])
+    embedders = model_embedders(run.model, dataset, config, baselines=False, progress=progress)
+    metrics: dict = {"model": run.model.name, "threshold": threshold,
+                     "threshold_source": run.training.name, "seed": config.seed}
+    for protocol in SPLIT_EVALUATIONS:
+        try:
+            test = {"test": _part_indices(splits, protocol, config.protocol)["test"]}
+        except ValueError as err:
+            metrics[protocol] = {"skipped": str(err)}
+            continue
+        reason = _skip_reason(dataset, test)
+        metrics[protocol] = ({"skipped": reason} if reason else evaluate_protocol(
+            protocol, test, dataset, embedders, config, None, {"trained": threshold}))
+    write_json(run.test_metrics, metrics)
+    return metrics
+
+
 def _thresholds_of(chosen: dict, config: Config, embedders) -> dict[str, float]:
     if "skipped" in chosen:
         raise ValueError(f"config.protocol={config.protocol!r}: cannot choose a threshold: {chosen['skipped']}")
@@ -470,7 +501,7 @@ def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None,
 
 
 __all__ = [
-    "embed", "embeddings_for", "embedding_cache_key", "raw_pixel_embeddings", "untrained_embedding_model",
+    "evaluate_test_parts", "embed", "embeddings_for", "embedding_cache_key", "raw_pixel_embeddings", "untrained_embedding_model",
     "model_embedders", "Pairs", "make_pairs", "pair_distances", "roc_curve", "roc_auc",
     "bootstrap_auc_ci", "equal_error_rate", "tar_at_far", "distance_histograms", "choose_threshold",
     "confusion_at_threshold", "verification_metrics", "verification_report", "retrieval_metrics",

@@ -10,6 +10,7 @@ A run directory is everything one run produces, and nothing a run produces lives
     model.keras         the best embedding model
     siamese.keras       that model in a Siamese wrapper with its frozen threshold
     metrics.json        evaluation figures
+    test_metrics.json   the test parts alone at the training threshold (ablation runs)
     error_analysis.json where the trained model fails, from evaluation/ (`tinymatch.error_analysis`)
     checkpoints/last/   resume state (training.keras + state.json), replaced atomically per epoch
     tensorboard/        TensorBoard logs; the Embedding Projector export in tensorboard/projector/,
@@ -64,6 +65,8 @@ class RunDir:
     def config(self) -> Path: return self.path / "config.json"
     @property
     def metrics(self) -> Path: return self.path / "metrics.json"
+    @property
+    def test_metrics(self) -> Path: return self.path / "test_metrics.json"
     @property
     def error_analysis(self) -> Path: return self.path / "error_analysis.json"
     @property

@@ -36,6 +36,7 @@ replica trains on its own P x K batch, and only the chief writes the run directo
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +46,11 @@ import numpy as np
 import tensorflow as tf
 
 from tinymatch import augment as augment_module
-from tinymatch import data, distribute, ema, features, losses, rundir, schedules
+from tinymatch import budget, data, distribute, ema, features, losses, rundir, schedules
 from tinymatch.callbacks import EpochBookkeeping, EpochEvaluation, StopOnNonFiniteLoss, val_auc
 from tinymatch.config import Config
 from tinymatch.environment import environment_info
-from tinymatch.io_utils import atomic_path, read_json, write_json
+from tinymatch.io_utils import TEMP_SUFFIX, atomic_path, read_json, write_json
 from tinymatch.metrics import choose_threshold, pair_distances
 from tinymatch.model import (CosineClassifier, backbone_of, build_embedding_model,
                              build_flip_averaged_model, build_siamese_model, load_model)
@@ -189,13 +190,25 @@ class _Session:
         # replicas x P x K images, and the default epoch is one pass over the training images.
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = self.replicas * config.classes_per_batch * config.images_per_class
-        self.steps_per_epoch = config.steps_per_epoch or max(1, len(self.train_indices) // self.global_batch)
         self.total_epochs = config.warmup_epochs + config.epochs
         self.class_lookup = _class_lookup(self.train_labels)
         # XLA has no kernel for the image transform op: with jit_compile, augment in tf.data.
         self.pipeline_augmentation = (augment_module.augmentation_layer_for(config)
                                       if config.jit_compile else None)
         self.state = _load_state(run_dir)
+        # A time budget's step count is measured before the first epoch (`_calibrate`) and kept
+        # in the checkpoint, so a resumed run trains the steps it planned.
+        if config.time_budget_minutes:
+            self.steps_per_epoch = int(self.state.get("steps_per_epoch", 0))
+            self.calibration = self.state.get("calibration")
+            self.budget_plan = list(self.state.get("budget_plan") or (
+                [dict(from_epoch=1, steps_per_epoch=self.steps_per_epoch, source="calibration",
+                      step_seconds=self.calibration["step_seconds"])] if self.calibration else []))
+        else:
+            self.steps_per_epoch = config.steps_per_epoch or max(1, len(self.train_indices) // self.global_batch)
+            self.calibration = None
+            self.budget_plan = []
+        self.budget_exhausted = bool(self.state.get("budget_exhausted", False))
 
     # ---- data ------------------------------------------------------------------------------------
     def _val_selection(self, val_idx):
@@ -332,15 +345,107 @@ class _Session:
         self.best_epoch = self.state.get("best_epoch", -1)
         self.stopped_early = bool(self.state.get("stopped_early", False))
         distribute.check_workers_agree(self.strategy, start_epoch, "the epoch to resume from")
-        if start_epoch >= self.total_epochs or self.stopped_early:
+        if start_epoch >= self.total_epochs or self.stopped_early or self.budget_exhausted:
             return
         probe = self._probe_batch()
+        # The budget runs from here; a resumed run has spent its finished epochs' seconds.
+        # (and its calibration, when it had one)
+        self.budget_started = time.time() - sum(float(row.get("seconds") or 0) for row in self.history)
+        if self.calibration and self.history:
+            self.budget_started -= float(self.calibration.get("calibration_seconds", 0.0))
         # Model, optimizer, metrics and checkpoint restore all under the strategy's scope, so
         # their variables are mirrored across replicas (the default strategy: one device).
         with self.strategy.scope():
+            if self.config.time_budget_minutes and not self.steps_per_epoch:
+                self._calibrate(start_epoch)
             self._fit_segments(start_epoch, probe)
 
+    def _calibrate(self, start_epoch):
+        """Set steps_per_epoch from the time budget (`tinymatch.budget`): time a few steps of a
+        throw-away copy of the first phase's model, one validation embedding and one checkpoint."""
+        c = self.config
+        segment = self._segment(start_epoch)
+        self.steps_per_epoch = 1000  # (the throw-away model's schedule length; never trained out)
+        began = time.time()
+        embedding = (features.build_feature_head(c, self.inputs.shape[-1], name="embedding")
+                     if self.on_features else
+                     build_embedding_model(c, include_augmentation=self.pipeline_augmentation is None))
+        model = self._build_training_model(embedding, segment)
+        distribute.prepare_fit(model, self.strategy, lambda: self._replica_batches(
+            segment[0], start_epoch, 0).element_spec)
+        timer = budget.StepTimer()
+        steps = budget.CALIBRATION_WARMUP_STEPS + budget.CALIBRATION_STEPS
+        model.fit(self._batches(segment[0], start_epoch), epochs=1, steps_per_epoch=steps,
+                  shuffle=False, verbose=0, callbacks=[timer])
+        step_seconds, trace_seconds = timer.step_and_trace_seconds(budget.CALIBRATION_WARMUP_STEPS)
+        overhead_began = time.perf_counter()
+        self.inference_model(embedding).predict(self.val_inputs, batch_size=c.eval_batch_size, verbose=0)
+        # Both files an epoch may write; in a temporary folder of the run directory (a killed
+        # run's is removed by the next one, like every temporary).
+        with tempfile.TemporaryDirectory(prefix=".calibration.", suffix=TEMP_SUFFIX,
+                                         dir=self.run_dir) as folder:
+            model.save(Path(folder) / "training.keras")
+            save_model(self.model_to_save(embedding), Path(folder) / "best.keras")
+        overhead = time.perf_counter() - overhead_began
+        calibration = budget.Calibration(step_seconds, trace_seconds, overhead, time.time() - began)
+        del model, embedding
+        keras.utils.set_random_seed(c.seed)  # the real model starts as it would without calibration
+        epochs = self.total_epochs - start_epoch
+        phases = len({self._segment(e) for e in range(start_epoch, self.total_epochs)})
+        self.steps_per_epoch = budget.steps_per_epoch_for_budget(
+            c.time_budget_minutes * 60.0, time.time() - self.budget_started, epochs, phases, calibration)
+        self.calibration = calibration.to_dict()
+        self.budget_plan = [dict(from_epoch=start_epoch + 1, steps_per_epoch=self.steps_per_epoch,
+                                 step_seconds=round(step_seconds, 4), source="calibration")]
+        if self.progress:
+            print(f"time budget {c.time_budget_minutes:g} min: a step takes {step_seconds:.3f} s, an "
+                  f"epoch's validation and checkpoint {overhead:.1f} s on this machine -> "
+                  f"{epochs} epochs of {self.steps_per_epoch} steps", flush=True)
+
+    def _replan_budget(self, epoch) -> bool:
+        """At the start of a later phase of a budgeted run: plan the remaining epochs' steps from
+        the seconds the finished epochs took (a short calibration can miss a machine's sustained
+        speed), so the new phase's schedule still ends at the budget's end. False when the budget
+        is already spent (the run ends here)."""
+        c = self.config
+        if not c.time_budget_minutes or epoch == 0 or len(self.history) < epoch:
+            return True
+        previous = [row for row in self.history[:epoch] if row["phase"] == self.history[epoch - 1]["phase"]]
+        if len(previous) > 1:
+            previous = previous[1:]  # a phase's first epoch pays for tracing
+        overhead = float(self.calibration["epoch_overhead_seconds"])
+        seconds = float(np.mean([float(row.get("seconds") or 0) for row in previous]))
+        step_seconds = max(1e-3, (seconds - overhead) / self.steps_per_epoch)
+        measured = budget.Calibration(step_seconds, float(self.calibration["trace_seconds"]), overhead,
+                                      float(self.calibration["calibration_seconds"]))
+        phases = len({self._segment(e) for e in range(epoch, self.total_epochs)})
+        try:
+            steps = budget.steps_per_epoch_for_budget(
+                c.time_budget_minutes * 60.0, time.time() - self.budget_started,
+                self.total_epochs - epoch, phases, measured)
+        except budget.BudgetTooSmallError:
+            self.budget_exhausted = True
+            if self.progress:
+                print(f"time budget of {c.time_budget_minutes:g} min spent before epoch {epoch + 1}: "
+                      "training stops here")
+            return False
+        if steps != self.steps_per_epoch:
+            self.budget_plan.append(dict(from_epoch=epoch + 1, steps_per_epoch=steps,
+                                         step_seconds=round(step_seconds, 4), source="measured epochs"))
+            if self.progress:
+                print(f"time budget: epochs took {step_seconds:.3f} s a step, not "
+                      f"{self.budget_plan[-2]['step_seconds']:.3f} s: epochs {epoch + 1}-"
+                      f"{self.total_epochs} get {steps} steps each (were {self.steps_per_epoch})",
+                      flush=True)
+            self.steps_per_epoch = steps
+        return True
+
+    def _starts_phase(self, epoch) -> bool:
+        return 0 < epoch < self.total_epochs and self._segment(epoch) != self._segment(epoch - 1)
+
     def _fit_segments(self, start_epoch, probe):
+        if self._starts_phase(start_epoch) and not self._replan_budget(start_epoch):
+            return
         model, embedding = self._restore_or_build(start_epoch)
         tensorboard = keras.callbacks.TensorBoard(str(self.paths.tensorboard), write_graph=False,
                                                   update_freq="epoch", profile_batch=0)
@@ -352,6 +457,9 @@ class _Session:
         while epoch < self.total_epochs and not self.stopped_early:
             segment = self._segment(epoch)
             if model is None:
+                if not self._replan_budget(epoch):
+                    self._checkpoint(previous, epoch, self._segment(epoch - 1))  # (records the flag)
+                    break
                 model = self._build_training_model(embedding, segment, previous=previous)
             end = epoch
             while end < self.total_epochs and self._segment(end) == segment:
@@ -362,13 +470,22 @@ class _Session:
             ema.keep_raw_weights_after_fit(model.optimizer)
             evaluation = EpochEvaluation(self, embedding, probe, model)
             bookkeeping = EpochBookkeeping(self, embedding, model, segment, evaluation)
+            guard = ([budget.BudgetGuard(self.budget_started + 60.0 * self.config.time_budget_minutes)]
+                     if self.config.time_budget_minutes else [])
             # Extra callbacks run after the evaluation (they see val_auc) and before the epoch's
             # checkpoint (a callback that interrupts the run loses only the unfinished epoch).
             model.fit(batches, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=self.steps_per_epoch, shuffle=False,
                       verbose=1 if self.progress else 0,
                       callbacks=[StopOnNonFiniteLoss(self), evaluation, *self.extra_callbacks,
-                                 bookkeeping, tensorboard])
+                                 bookkeeping, tensorboard, *guard])
+            if guard and guard[0].stopped and len(self.history) < self.total_epochs:
+                self.budget_exhausted = True
+                self._checkpoint(model, len(self.history), segment)  # (records the flag)
+                if self.progress:
+                    print(f"time budget of {self.config.time_budget_minutes:g} min spent after "
+                          f"{len(self.history)} of {self.total_epochs} epochs: training stops here")
+                break
             if len(self.history) == epoch or model.stop_training or self.failure:
                 break  # stopped by a callback (early stopping, a user's callback, a NaN loss)
             epoch = len(self.history)
@@ -437,7 +554,11 @@ class _Session:
         """history.csv, then checkpoints/last/ (model + state) replaced in one atomic rename."""
         rundir.write_history(self.run_dir, self.history)
         state = dict(epoch=epochs_done, segment=list(segment), best_auc=self.best_auc,
-                     best_epoch=self.best_epoch, stopped_early=self.stopped_early)
+                     best_epoch=self.best_epoch, stopped_early=self.stopped_early,
+                     budget_exhausted=self.budget_exhausted)
+        if self.config.time_budget_minutes:
+            state.update(steps_per_epoch=self.steps_per_epoch, calibration=self.calibration,
+                         budget_plan=self.budget_plan)
         with atomic_path(self.paths.checkpoint) as tmp:
             tmp.mkdir()
             model.save(tmp / self.paths.checkpoint_model.name)
@@ -457,7 +578,15 @@ class _Session:
             val_selection_images=len(self.val_images), val_pairs=len(self.val_pairs),
             strategy=self.config.strategy, replicas=self.replicas, global_batch=self.global_batch,
             dtype_policy=keras.mixed_precision.global_policy().name,
-            epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1))
+            epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1),
+            **self._budget_summary())
+
+    def _budget_summary(self) -> dict:
+        if not self.config.time_budget_minutes:
+            return {}
+        return dict(time_budget_minutes=self.config.time_budget_minutes,
+                    calibration=self.calibration, budget_plan=self.budget_plan,
+                    budget_exhausted=self.budget_exhausted)
 
     def mark_failed(self, started):
         """training.json says the run failed and why; nothing else is touched."""

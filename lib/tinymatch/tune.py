@@ -19,7 +19,10 @@ evaluated and recorded, and the run's model files are written after it, so a tri
 budget plus about one evaluation. A trial whose planned schedule is longer than the budget ends
 before its learning rate has decayed: choose the base config's `steps_per_epoch` so that a typical
 trial's schedule fits the budget; `trial_rows` marks the trials that were cut (`budget_cut`) and
-`study_summary` counts them (`trials_budget_cut`).
+`study_summary` counts them (`trials_budget_cut`). A base config with a time budget (the `cpu`
+profile, `tinymatch.budget`) does that by itself: each trial becomes a budgeted run of
+`TRIAL_BUDGET_SHARE` x `trial_minutes`, so its schedule ends at zero when the trial ends (the
+clock still guards it).
 
 Resuming: the study is loaded from its storage (`load_if_exists`), finished trials (complete,
 pruned, failed) are never run again, and the study continues until it has `trials` of them. A trial
@@ -36,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,9 @@ TPE_STARTUP_TRIALS = 10  # random trials before TPE models the results (Optuna's
 # Median pruning only after a few complete trials, and never in a trial's first epochs.
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_EPOCHS = 2
+# A budgeted base: the share of a trial's minutes its training plans for (the rest: model
+# building, the final threshold, noise), so that the clock rarely has to cut it.
+TRIAL_BUDGET_SHARE = 0.9
 
 
 class StudyMismatchError(ValueError):
@@ -143,6 +149,9 @@ class _TrialRunner:
         try:
             record["params"] = params = suggest(trial, self.space)
             config = trial_config(self.base, params)
+            if config.time_budget_minutes and math.isfinite(self.budget_seconds):
+                config = config.replace(
+                    time_budget_minutes=round(TRIAL_BUDGET_SHARE * self.budget_seconds / 60.0, 3))
             _adopt_interrupted_run(trial, run_dir, config, self.study_dir)
             earlier = rundir.read_history(run_dir)
             for row in earlier:  # an adopted run's epochs, so the pruner sees the whole curve
@@ -294,7 +303,10 @@ def _check_same_setup(study, study_dir, config: Config, trial_minutes: float, sp
             study.set_user_attr(key, value)
         return
     where = f"{study_dir.path}: study {study.study_name!r}"
-    changed = sorted(k for k, v in setup["base_config"].items() if saved["base_config"].get(k) != v)
+    # A field added to Config after the study started reads as its default (the same setup).
+    defaults = {spec.name: spec.default for spec in fields(Config)}
+    changed = sorted(k for k, v in setup["base_config"].items()
+                     if saved["base_config"].get(k, defaults.get(k)) != v)
     if changed:
         raise StudyMismatchError(f"{where} was started with another base config ({', '.join(changed)} "
                                  "differ); use the same config or another study")

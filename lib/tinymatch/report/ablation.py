@@ -33,8 +33,11 @@ def ablation_markdown(ablation_dir) -> str:
         "draws the split, so the spread includes which classes are held out). Cells are mean +- "
         "standard deviation over the seeds, and in brackets the difference of the mean from the "
         "recipe's; rows share seeds, so the differences are paired. Validation AUC is the best "
-        "epoch's (the selection criterion), test figures are those of that selected model. "
-        f"Variants: {legend}.", "",
+        "epoch's (the selection criterion), test figures are those of that selected model on the "
+        "same seen and unseen test pairs and galleries as the main evaluation. The budget is a "
+        "short one, minutes per run, so the rows say what helps early in training: a full-length "
+        "run can rank them differently, and differences smaller than the standard deviations are "
+        f"not differences. Variants: {legend}.", "",
         TABLE_NUMBERS.markdown("ablation_auc", aucs), "",
         TABLE_NUMBERS.markdown("ablation_p1", p1)])
 

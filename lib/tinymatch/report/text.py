@@ -322,9 +322,14 @@ def augmentation_markdown(run: Mapping[str, Any], figs: Figures) -> str:
 
 def optimisation_markdown(run: Mapping[str, Any]) -> str:
     config = run["config"]
-    steps = f"{config.steps_per_epoch} steps" if config.steps_per_epoch else "one pass over the training images"
+    training = run.get("training") or {}
+    if config.time_budget_minutes:
+        steps = "as many steps as the time budget allows (below)"
+    else:
+        steps = f"{config.steps_per_epoch} steps" if config.steps_per_epoch else "one pass over the training images"
     text = (f"Optimiser `{config.optimizer}`, learning rate {config.learning_rate:g} with a `{config.lr_schedule}` "
             f"schedule, weight decay {config.weight_decay:g}, at most {config.epochs} epochs of {steps}.")
+    text += time_budget_sentence(config, training)
     if config.early_stopping_patience:
         text += (f" Training stops early after {config.early_stopping_patience} triplet-loss epochs without a gain "
                  f"over that phase's best validation AUC.")
@@ -341,6 +346,35 @@ def optimisation_markdown(run: Mapping[str, Any]) -> str:
     if config.mixed_precision:
         text += (" Mixed precision is on: float16 compute on a GPU, bfloat16 on a CPU (variables, loss and "
                  "embeddings stay float32).")
+    return text
+
+
+def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
+    """How a time-budgeted run chose its steps per epoch (empty for a run without a budget)."""
+    if not config.time_budget_minutes:
+        return ""
+    text = (f" The run had a budget of {config.time_budget_minutes:g} minutes of wall time for its "
+            f"{config.warmup_epochs + config.epochs} epochs (budgeted training {cite('budgeted')}): ")
+    calibration = training.get("calibration") or {}
+    plan = training.get("budget_plan") or []
+    if calibration and training.get("steps_per_epoch"):
+        first = plan[0]["steps_per_epoch"] if plan else training["steps_per_epoch"]
+        text += (f"before the first epoch it timed training steps on the machine at hand (one step of "
+                 f"{config.classes_per_batch * config.images_per_class} images took "
+                 f"{calibration['step_seconds']:.2f} s, an epoch's validation and checkpoint "
+                 f"{calibration['epoch_overhead_seconds']:.1f} s) and set {first} steps per epoch, so "
+                 f"that the epochs, and the learning-rate schedules with them, end when the budget does.")
+        for later in plan[1:]:
+            text += (f" From epoch {later['from_epoch']} (a new phase) it planned again from the seconds "
+                     f"its finished epochs had taken ({later['step_seconds']:.2f} s a step): "
+                     f"{later['steps_per_epoch']} steps per epoch.")
+        text += " A faster machine trains more steps in the same minutes."
+    else:
+        text += "its steps per epoch are measured on the machine at hand before the first epoch."
+    if training.get("budget_exhausted"):
+        ran = training.get("epochs_run")
+        text += (f" The budget ran out before the last epoch: the run stopped after {ran} "
+                 f"epoch{'' if ran == 1 else 's'}.")
     return text
 
 
@@ -685,7 +719,8 @@ def budget_sentence(history: Mapping[str, Any], training: Mapping[str, Any] | No
     if aucs[-1] > aucs[-2]:
         best = " and the best of the run" if aucs[-1] >= np.nanmax(aucs) else ""
         return (f"The validation AUC was still rising in the last epoch ({aucs[-2]:.4f} to {aucs[-1]:.4f}"
-                f"{best}): the run is **budget-bound**. It ended when its epoch budget did, not on a plateau. "
+                f"{best}): the run is **budget-bound**. It ended when its "
+                f"{'time' if (training or {}).get('time_budget_minutes') else 'epoch'} budget did, not on a plateau. "
                 f"A schedule that decays to the end of the budget makes the last epochs gain anyway "
                 f"{cite('budgeted')}, so this does not show how much a longer run would add, only that this "
                 f"one had not converged.")
@@ -879,20 +914,37 @@ def stage_seconds(run: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     return stages
 
 
-def rerender_command(run: Mapping[str, Any], compare_run_dirs: Sequence[str | os.PathLike] = ()) -> str:
-    """The one command that re-renders this report (run directories named as runs/<name>)."""
+def rerender_command(run: Mapping[str, Any], compare_run_dirs: Sequence[str | os.PathLike] = (),
+                     study_dir: str | os.PathLike = "", ablation_dir: str | os.PathLike = "") -> str:
+    """The one command that re-renders this report (run directories named as runs/<name>, a study
+    as runs/studies/<name>, an ablation as runs/<name>)."""
     config, name = run["config"], Path(run["run_dir"]).name
-    others = [Path(d).name for d in compare_run_dirs if Path(d).name != name]
+    others = [_repo_path(d, "runs") for d in compare_run_dirs if Path(d).name != name]
+    study = _repo_path(study_dir, "runs/studies") if study_dir else ""
+    ablation = _repo_path(ablation_dir, "runs") if ablation_dir else ""
     generic = {"data", "cache_dir"}
     profile = Config.from_profile(config.profile).to_dict()
     if all(value == profile[key] for key, value in config.to_dict().items() if key not in generic):
-        compare = f' COMPARE="{" ".join(f"runs/{other}" for other in others)}"' if others else ""
-        return f"make report PROFILE={config.profile} RUN_DIR=runs/{name}{compare}"
-    compare = "".join(f" --compare runs/{other}" for other in others)
-    return f"tinymatch report --config runs/{name}/config.json --out runs/{name}{compare}"
+        compare = f' COMPARE="{" ".join(others)}"' if others else ""
+        extra = (f" STUDY={study}" if study else "") + (f" ABLATION={ablation}" if ablation else "")
+        return f"make report PROFILE={config.profile} RUN_DIR=runs/{name}{compare}{extra}"
+    compare = "".join(f" --compare {other}" for other in others)
+    extra = (f" --study {study}" if study else "") + (f" --ablation {ablation}" if ablation else "")
+    return f"tinymatch report --config runs/{name}/config.json --out runs/{name}{compare}{extra}"
 
 
-def reproducibility_markdown(run: Mapping[str, Any], compare_run_dirs: Sequence[str | os.PathLike] = ()) -> str:
+def _repo_path(path: str | os.PathLike, default_parent: str) -> str:
+    """`path` as seen from the repository root when it lies inside the repository (e.g.
+    reports/cpu-17x650), else `default_parent/<its name>` (where the README puts such folders)."""
+    path = Path(path).resolve()
+    for root in (path, *path.parents):
+        if (root / "pyproject.toml").is_file() and (root / "lib" / "tinymatch").is_dir():
+            return path.relative_to(root).as_posix()
+    return f"{default_parent}/{path.name}"
+
+
+def reproducibility_markdown(run: Mapping[str, Any], compare_run_dirs: Sequence[str | os.PathLike] = (),
+                             study_dir: str | os.PathLike = "", ablation_dir: str | os.PathLike = "") -> str:
     """Hardware and versions (environment.json), the recorded wall time of every stage, the seed
     and the command that re-renders the report."""
     config = run["config"]
@@ -923,7 +975,8 @@ def reproducibility_markdown(run: Mapping[str, Any], compare_run_dirs: Sequence[
                               ["stage", "recorded in", "wall time"],
                               [[stage, f"`{source}`", _duration(seconds)] for stage, source, seconds in stages],
                               align="llr")))
-    paragraphs.append(f"**Re-rendering.** From the repository root, `{rerender_command(run, compare_run_dirs)}` "
+    command = rerender_command(run, compare_run_dirs, study_dir, ablation_dir)
+    paragraphs.append(f"**Re-rendering.** From the repository root, `{command}` "
                       f"renders this report again into the run directory: it reuses the finished training run "
                       f"(same configuration) and runs the notebooks again"
                       + (", with the compared runs read from their directories" if len(compare_run_dirs) > 1
@@ -945,7 +998,9 @@ def conclusion_markdown(run: Mapping[str, Any]) -> str:
     limits = []
     budget = budget_sentence(history, run.get("training"))
     if "budget-bound" in budget:
-        limits.append("**Budget.** The validation AUC was still rising when the epoch budget ran out: the run "
+        which = (f"its {config.time_budget_minutes:g}-minute time budget on this machine"
+                 if config.time_budget_minutes else "the epoch budget")
+        limits.append(f"**Budget.** The validation AUC was still rising when {which} ran out: the run "
                       "shows what this recipe reaches in this budget, not what it converges to.")
     limits.append(f"**One run.** Every figure outside the ablation comes from one training run (seed "
                   f"{config.seed}) and one split; their confidence intervals resample the test pairs (or, in "

@@ -1,0 +1,124 @@
+"""Budgeted training: how many steps per epoch fit a wall-clock budget on the machine at hand.
+
+A recipe written as "17 epochs of 650 steps" takes one hour on one 2-core machine and four on
+another (benchmarks/README.md, "Throughput of the cpu profile"). A recipe written as "17 epochs in
+45 minutes" takes 45 minutes everywhere and trains as far as the machine allows, with its learning
+rate schedule still ending at zero at the last step: budgeted training (Li et al. 2020, "Budgeted
+training: rethinking deep neural network training under resource constraints"), where a schedule
+that decays to zero over the budget beats one cut short.
+
+`config.time_budget_minutes > 0` asks for it. Before the first epoch the run times a few training
+steps of a throw-away copy of its first phase's model on the real input pipeline (`StepTimer`),
+and one epoch's fixed work (embedding the validation selection, writing the checkpoint), and
+`steps_per_epoch_for_budget` turns the measurements into a step count. A short calibration can
+miss a machine's sustained speed (measured: 1.30 s a step in calibration, 1.50 s in the epochs that
+followed), so when a later phase starts (the triplet phase after the warm-up) the run plans the
+remaining epochs again from the seconds its finished epochs took; each phase's schedule is built
+for its own steps, so the last phase still ends at zero at the budget's end. The plan (every
+re-planning included, `budget_plan`) is stored in the checkpoint, so a resumed run keeps it.
+`BudgetGuard` stops at the end of an epoch if the budget is spent anyway (a machine that slowed
+down within the last phase): the run then ends early, never mid-epoch.
+
+What the budget covers: calibration, training steps, per-epoch validation and checkpoints, from
+the moment the run is ready to train. What it does not: decoding the zip into the image cache
+and extracting cached features (once per machine), and the final Siamese threshold (seconds).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import keras
+
+CALIBRATION_WARMUP_STEPS = 3  # untimed: tracing and the first batches' allocations
+CALIBRATION_STEPS = 20  # timed
+SAFETY = 0.97  # share of the remaining budget that is planned (the rest absorbs noise)
+
+
+class BudgetTooSmallError(ValueError):
+    """Not even one step per epoch fits the time budget."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What one run measured before its first epoch (seconds)."""
+
+    step_seconds: float  # one training step, after tracing
+    trace_seconds: float  # the extra cost of a `fit`'s first steps (paid once per training phase)
+    epoch_overhead_seconds: float  # per epoch: validation embedding, mining probe, checkpoints
+    calibration_seconds: float  # what calibrating itself cost (spent from the budget)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in asdict(self).items()}
+
+
+def steps_per_epoch_for_budget(budget_seconds: float, spent_seconds: float, epochs: int,
+                               phases: int, calibration: Calibration, safety: float = SAFETY) -> int:
+    """The most steps per epoch such that `epochs` epochs in `phases` fits finish within
+    `budget_seconds`, `spent_seconds` of which are gone:
+
+        steps = floor((safety x (budget - spent) - phases x trace - epochs x overhead)
+                      / (epochs x step))
+
+    Raises BudgetTooSmallError (naming config.time_budget_minutes and the smallest budget that
+    would give one step) when that is below 1.
+    """
+    if epochs < 1 or phases < 1 or calibration.step_seconds <= 0:
+        raise ValueError(f"epochs={epochs}, phases={phases}, step_seconds="
+                         f"{calibration.step_seconds}: must all be positive")
+    fixed = phases * calibration.trace_seconds + epochs * calibration.epoch_overhead_seconds
+    available = safety * (budget_seconds - spent_seconds) - fixed
+    steps = math.floor(available / (epochs * calibration.step_seconds))
+    if steps < 1:
+        needed = (fixed + epochs * calibration.step_seconds) / safety + spent_seconds
+        raise BudgetTooSmallError(
+            f"config.time_budget_minutes={budget_seconds / 60:g}: too small for {epochs} epochs on "
+            f"this machine (one step {calibration.step_seconds:.2f} s, each epoch's validation and "
+            f"checkpoint {calibration.epoch_overhead_seconds:.1f} s); at least "
+            f"{math.ceil(needed / 60)} minutes are needed for one step per epoch")
+    return int(steps)
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Records when `fit` started and when each training batch ended."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = math.nan
+        self.batch_ends: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_ends.append(time.perf_counter())
+
+    def step_and_trace_seconds(self, warmup_steps: int) -> tuple[float, float]:
+        """(seconds per step after the first `warmup_steps`, their extra cost over as many
+        ordinary steps): the timed steps are every batch after the warm-up ones."""
+        ends = self.batch_ends
+        if len(ends) <= warmup_steps or warmup_steps < 1:
+            raise ValueError(f"{len(ends)} batches timed: need more than warmup_steps={warmup_steps}")
+        step = (ends[-1] - ends[warmup_steps - 1]) / (len(ends) - warmup_steps)
+        trace = max(0.0, ends[warmup_steps - 1] - self.started - warmup_steps * step)
+        return step, trace
+
+
+class BudgetGuard(keras.callbacks.Callback):
+    """Stops training at the end of an epoch once `deadline` (time.time()) has passed."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() > self.deadline:
+            self.stopped = True
+            self.model.stop_training = True
+
+
+__all__ = ["Calibration", "BudgetTooSmallError", "steps_per_epoch_for_budget", "StepTimer",
+           "BudgetGuard", "CALIBRATION_STEPS", "CALIBRATION_WARMUP_STEPS", "SAFETY"]

@@ -1,0 +1,170 @@
+"""Budgeted training: the step count a time budget allows, calibration in a real run, the guard."""
+
+import json
+
+import pytest
+from interrupts import Interrupt, KillAfterEpoch
+
+from tinymatch import budget
+from tinymatch.config import Config, ConfigError
+from tinymatch.rundir import read_history
+from tinymatch.train import train
+
+
+def _calibration(step=0.5, trace=4.0, overhead=6.0):
+    return budget.Calibration(step_seconds=step, trace_seconds=trace, epoch_overhead_seconds=overhead,
+                              calibration_seconds=10.0)
+
+
+def test_steps_fill_what_the_budget_leaves_after_fixed_costs():
+    # 0.97 x (600 - 30) = 552.9 s; minus 2 traces (8 s) and 10 epochs' overhead (60 s) = 484.9 s;
+    # over 10 epochs of 0.5 s steps: 96.98 -> 96 steps.
+    steps = budget.steps_per_epoch_for_budget(600, 30, epochs=10, phases=2, calibration=_calibration())
+    assert steps == 96
+    # what is planned fits the budget, one more step per epoch would not (at the safety share)
+    used = 30 + 2 * 4.0 + 10 * 6.0 + 10 * steps * 0.5
+    assert used <= 600 and 30 + 2 * 4.0 + 10 * 6.0 + 10 * (steps + 1) * 0.5 > 0.97 * 570 + 30
+
+
+def test_a_slower_machine_or_a_smaller_budget_gets_fewer_steps():
+    base = budget.steps_per_epoch_for_budget(600, 0, 10, 1, _calibration())
+    assert budget.steps_per_epoch_for_budget(600, 0, 10, 1, _calibration(step=1.0)) < base
+    assert budget.steps_per_epoch_for_budget(300, 0, 10, 1, _calibration()) < base
+    assert budget.steps_per_epoch_for_budget(600, 200, 10, 1, _calibration()) < base
+
+
+def test_a_budget_too_small_for_one_step_names_the_field_and_the_minimum():
+    with pytest.raises(budget.BudgetTooSmallError, match=r"time_budget_minutes=0\.5.*at least 2 minutes"):
+        budget.steps_per_epoch_for_budget(30, 0, epochs=10, phases=1, calibration=_calibration())
+    with pytest.raises(ValueError, match="epochs=0"):
+        budget.steps_per_epoch_for_budget(600, 0, epochs=0, phases=1, calibration=_calibration())
+
+
+def test_step_timer_separates_tracing_from_steady_steps():
+    timer = budget.StepTimer()
+    timer.started = 100.0
+    timer.batch_ends = [105.0, 105.5, 106.0, 106.5, 107.0, 107.5]  # first step traced: 5 s
+    step, trace = timer.step_and_trace_seconds(warmup_steps=2)
+    assert step == pytest.approx(0.5)
+    assert trace == pytest.approx(5.5 - 2 * 0.5)
+    with pytest.raises(ValueError, match="need more than"):
+        timer.step_and_trace_seconds(warmup_steps=6)
+
+
+def test_budget_guard_stops_only_after_the_deadline():
+    class _Model:
+        stop_training = False
+
+    guard = budget.BudgetGuard(deadline=float("inf"))
+    guard.set_model(_Model())
+    guard.on_epoch_end(0)
+    assert not guard.stopped and not guard.model.stop_training
+    guard.deadline = 0.0
+    guard.on_epoch_end(1)
+    assert guard.stopped and guard.model.stop_training
+
+
+def test_fixed_steps_over_a_budgeted_profile_turn_its_budget_off(tmp_path):
+    """A partial config, or a config.json saved before time budgets existed, that sets
+    steps_per_epoch over the cpu profile (45-minute budget) reads as fixed steps."""
+    assert Config.from_profile("cpu").time_budget_minutes == 45.0
+    fixed = Config.from_profile("cpu", steps_per_epoch=650)
+    assert (fixed.steps_per_epoch, fixed.time_budget_minutes) == (650, 0.0)
+    old = Config.from_profile("cpu", steps_per_epoch=650).to_dict()
+    del old["time_budget_minutes"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert Config.load(tmp_path / "config.json") == fixed
+
+
+def test_a_budget_and_fixed_steps_are_refused_together():
+    with pytest.raises(ConfigError, match="steps_per_epoch=4 with config.time_budget_minutes=5"):
+        Config.from_profile("smoke", time_budget_minutes=5.0)
+    with pytest.raises(ConfigError, match="time_budget_minutes needs one machine"):
+        Config.from_profile("smoke", time_budget_minutes=5.0, steps_per_epoch=0, strategy="multi-worker")
+    with pytest.raises(ConfigError, match="time_budget_minutes"):
+        Config.from_profile("smoke", time_budget_minutes=-1.0, steps_per_epoch=0)
+
+
+def _budget_config(synthetic_dir, **overrides):
+    values = dict(data=str(synthetic_dir), warmup_epochs=1, epochs=2, steps_per_epoch=0,
+                  time_budget_minutes=10.0, early_stopping_patience=0, lr_schedule="linear")
+    values.update(overrides)
+    return Config.from_profile("smoke", **values)
+
+
+def _at_most(steps, monkeypatch):
+    """The real planning, capped at `steps` (a generous budget keeps the tests independent of the
+    machine's speed; the cap keeps them short)."""
+    plan = budget.steps_per_epoch_for_budget
+    monkeypatch.setattr(budget, "steps_per_epoch_for_budget",
+                        lambda *args, **kwargs: min(steps, plan(*args, **kwargs)))
+
+
+def test_a_budgeted_run_calibrates_once_and_its_schedule_ends_at_zero(tmp_path, synthetic_dir, monkeypatch):
+    """The step count is measured before epoch 1, kept by a run killed after it, and the resumed
+    run's learning rate still reaches zero at its last step."""
+    _at_most(4, monkeypatch)
+    config = _budget_config(synthetic_dir)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        train(config, run_dir, progress=False, callbacks=[KillAfterEpoch(1)])
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    planned = state["steps_per_epoch"]
+    assert planned >= 1
+    assert set(state["calibration"]) == {"step_seconds", "trace_seconds", "epoch_overhead_seconds",
+                                         "calibration_seconds"}
+    assert not list(run_dir.glob(".calibration.*"))  # the calibration's files are gone
+    train(config, run_dir, progress=False)
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["finished"] and summary["steps_per_epoch"] == planned  # not re-calibrated
+    assert summary["time_budget_minutes"] == 10.0 and summary["budget_exhausted"] is False
+    assert summary["calibration"] == state["calibration"]
+    history = read_history(run_dir)
+    assert [row["phase"] for row in history] == ["warmup", "triplet", "triplet"]
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_spent_budget_ends_the_run_after_a_whole_epoch(tmp_path, synthetic_dir, monkeypatch):
+    """A machine that slows down mid-run: the guard stops after the epoch in progress, the run
+    still finishes (best model, Siamese model, training.json) and is not trained on when re-run."""
+    monkeypatch.setattr(budget, "steps_per_epoch_for_budget", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(budget.BudgetGuard, "__init__",
+                        lambda self, deadline: (budget.keras.callbacks.Callback.__init__(self),
+                                                setattr(self, "deadline", 0.0),
+                                                setattr(self, "stopped", False))[0])
+    config = _budget_config(synthetic_dir)
+    run_dir = tmp_path / "run"
+    train(config, run_dir, progress=False)
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["finished"] and summary["budget_exhausted"] is True
+    assert summary["epochs_run"] == 1 and summary["steps_per_epoch"] == 2
+    assert (run_dir / "model.keras").is_file() and (run_dir / "siamese.keras").is_file()
+    train(config, run_dir, progress=False)  # a finished run is reused as it is
+    assert len(read_history(run_dir)) == 1
+
+
+def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
+    """A calibration that got the step time wrong (0.5 s; the epochs took 1 s a step) is corrected
+    when the triplet phase starts: its steps come from the warm-up's measured seconds (its first
+    epoch, which pays for tracing, left out), and the plan records both."""
+    import time
+
+    from tinymatch.train import _Session
+
+    config = _budget_config(synthetic_dir, warmup_epochs=3, epochs=2, time_budget_minutes=10.0)
+    session = _Session.__new__(_Session)  # the planning alone: no data, no model
+    session.config, session.progress, session.total_epochs = config, False, 5
+    session.steps_per_epoch, session.budget_exhausted = 50, False
+    session.calibration = dict(step_seconds=0.5, trace_seconds=4.0, epoch_overhead_seconds=5.0,
+                               calibration_seconds=20.0)
+    session.budget_plan = [dict(from_epoch=1, steps_per_epoch=50, step_seconds=0.5, source="calibration")]
+    session.history = [dict(phase="warmup", seconds=s) for s in (80.0, 55.0, 55.0)]  # 1 s a step + 5 s
+    session.budget_started = time.time() - 210.0  # 20 s calibration + 190 s of epochs
+    assert session._replan_budget(3)
+    # 0.97 x (600 - 210) = 378.3; minus 1 trace (4) and 2 epochs' overhead (10) = 364.3; / (2 x 1.0)
+    assert session.steps_per_epoch in (181, 182)  # (a few ms pass between the two clocks)
+    assert session.budget_plan[-1] == dict(from_epoch=4, steps_per_epoch=session.steps_per_epoch,
+                                           step_seconds=1.0, source="measured epochs")
+    assert session._replan_budget(0) and len(session.budget_plan) == 2  # nothing to measure yet
+    session.budget_started = time.time() - 600.0  # all spent: the run ends before the new phase
+    assert not session._replan_budget(3) and session.budget_exhausted
