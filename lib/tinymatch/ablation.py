@@ -3,7 +3,8 @@
 `run_ablation(base, out_dir, seeds=3)` trains every (variant, seed) as an ordinary run directory,
 OUT/<variant>/seed-<seed>, scores the trained model alone on the seen and unseen test parts
 (`evaluate.evaluate_test_parts`: the baselines do not change between variants, and the val parts
-only choose a threshold, which the compared figures do not use) and writes OUT/ablation.json. A finished run is reused (same training
+only choose a threshold, which the compared figures do not use) and writes OUT/ablation.json.
+A finished run is reused (same training
 key), so an interrupted ablation resumes where it stopped and adding a seed trains only that seed.
 
 Variants are the base config with a few fields changed (`Variant.changes`); `default_variants`
@@ -11,7 +12,8 @@ holds the ones the report's story needs: the recipe itself, its classification w
 semi-hard triplet phase alone (trained from scratch for the same number of epochs), the warm-up
 followed by batch-hard mining (soft margin, which does not collapse as the hinge did), and the
 recipe without augmentation, and (when the recipe keeps it) the triplet phase without the
-classification loss beside it, the factor the tuning study ranked first. Every variant keeps the base's epochs x steps, so each row had the
+classification loss beside it, the factor the tuning study ranked first. Every variant keeps the
+base's epochs x steps, so each row had the
 same budget of training steps (its wall time is recorded beside it).
 
 The seed is the config's `seed`: it also draws the split (which images are held out, which classes

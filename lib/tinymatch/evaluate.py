@@ -501,7 +501,8 @@ def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None,
 
 
 __all__ = [
-    "evaluate_test_parts", "embed", "embeddings_for", "embedding_cache_key", "raw_pixel_embeddings", "untrained_embedding_model",
+    "evaluate_test_parts",
+    "embed", "embeddings_for", "embedding_cache_key", "raw_pixel_embeddings", "untrained_embedding_model",
     "model_embedders", "Pairs", "make_pairs", "pair_distances", "roc_curve", "roc_auc",
     "bootstrap_auc_ci", "equal_error_rate", "tar_at_far", "distance_histograms", "choose_threshold",
     "confusion_at_threshold", "verification_metrics", "verification_report", "retrieval_metrics",

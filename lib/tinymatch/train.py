@@ -371,8 +371,6 @@ class _Session:
                      if self.on_features else
                      build_embedding_model(c, include_augmentation=self.pipeline_augmentation is None))
         model = self._build_training_model(embedding, segment)
-        distribute.prepare_fit(model, self.strategy, lambda: self._replica_batches(
-            segment[0], start_epoch, 0).element_spec)
         timer = budget.StepTimer()
         steps = budget.CALIBRATION_WARMUP_STEPS + budget.CALIBRATION_STEPS
         model.fit(self._batches(segment[0], start_epoch), epochs=1, steps_per_epoch=steps,
@@ -391,9 +389,9 @@ class _Session:
         del model, embedding
         keras.utils.set_random_seed(c.seed)  # the real model starts as it would without calibration
         epochs = self.total_epochs - start_epoch
-        phases = len({self._segment(e) for e in range(start_epoch, self.total_epochs)})
         self.steps_per_epoch = budget.steps_per_epoch_for_budget(
-            c.time_budget_minutes * 60.0, time.time() - self.budget_started, epochs, phases, calibration)
+            c.time_budget_minutes * 60.0, time.time() - self.budget_started, epochs,
+            self._phases_from(start_epoch), calibration)
         self.calibration = calibration.to_dict()
         self.budget_plan = [dict(from_epoch=start_epoch + 1, steps_per_epoch=self.steps_per_epoch,
                                  step_seconds=round(step_seconds, 4), source="calibration")]
@@ -418,11 +416,10 @@ class _Session:
         step_seconds = max(1e-3, (seconds - overhead) / self.steps_per_epoch)
         measured = budget.Calibration(step_seconds, float(self.calibration["trace_seconds"]), overhead,
                                       float(self.calibration["calibration_seconds"]))
-        phases = len({self._segment(e) for e in range(epoch, self.total_epochs)})
         try:
             steps = budget.steps_per_epoch_for_budget(
                 c.time_budget_minutes * 60.0, time.time() - self.budget_started,
-                self.total_epochs - epoch, phases, measured)
+                self.total_epochs - epoch, self._phases_from(epoch), measured)
         except budget.BudgetTooSmallError:
             self.budget_exhausted = True
             if self.progress:
@@ -439,6 +436,10 @@ class _Session:
                       flush=True)
             self.steps_per_epoch = steps
         return True
+
+    def _phases_from(self, epoch) -> int:
+        """How many phases (segments) the epochs from `epoch` on span."""
+        return len({self._segment(e) for e in range(epoch, self.total_epochs)})
 
     def _starts_phase(self, epoch) -> bool:
         return 0 < epoch < self.total_epochs and self._segment(epoch) != self._segment(epoch - 1)
