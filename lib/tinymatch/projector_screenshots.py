@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib.util
-import io
 import json
 import math
 import os
@@ -614,14 +613,9 @@ def _wait_for_projection(page: _DevTools, kind: str, dims: int, deadline: float)
 
 
 def _screenshot(page: _DevTools, path: Path) -> Path:
-    """The page as a 256-colour PNG: a UI screenshot loses nothing visible in a palette, and the
-    file is a third of the full-colour one (the report embeds every figure in one HTML file)."""
-    from PIL import Image
-
     data = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
-    image = Image.open(io.BytesIO(data)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", optimize=True)
+        tmp.write_bytes(data)
     return path
 
 
