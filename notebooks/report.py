@@ -375,7 +375,7 @@ figs.show("embedding_map", report.embedding_map_caption(run))
 # ## 9. Conclusion and limitations
 
 # %%
-Markdown(report.conclusion_markdown(run))
+Markdown(report.conclusion_markdown(run, compare_run_dirs))
 
 # %% [markdown]
 # ## 10. Compute and reproducibility

@@ -2,6 +2,7 @@
 writing only into its run directory."""
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -74,6 +75,21 @@ def test_figures_are_numbered_in_order_and_embedded_as_data_uris(tmp_path):
         figs.markdown("samples")
 
 
+def test_projector_screenshots_are_embedded_with_a_palette_and_the_file_is_left_alone(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)  # many colours, like a screenshot
+    path = tmp_path / "projector_pca.png"
+    Image.fromarray(pixels).save(path)
+    original = path.read_bytes()
+    markdown = report.Figures(tmp_path).markdown("projector_pca")
+    embedded = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', markdown).group(1))
+    assert len(embedded) < len(original) and path.read_bytes() == original
+    with Image.open(io.BytesIO(embedded)) as image:
+        assert image.mode == "P" and image.size == (160, 120)
+
+
 def test_markdown_table_and_number_formatting():
     table = report.markdown_table(["name", "value"], [["a|b", 1234], ["c", 0.12345], ["d", float("nan")]])
     lines = table.splitlines()
@@ -142,6 +158,31 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     text = report.loss_comparison_markdown(runs + [more])
     assert "Runs `hard` and `hard2` kept a warm-up epoch" in text and text.count("kept a warm-up epoch") == 1
     assert text.count("collapsed embedding") == 1
+
+
+def test_repeats_of_the_recipe_with_other_seeds_replace_the_one_run_caveat(tmp_path):
+    def seeded(name, seed, auc, ci, loss="semihard"):
+        run_dir = _fake_run(tmp_path / name, loss, auc)
+        Config.from_profile("smoke", loss=loss, seed=seed).save(run_dir / "config.json")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        for protocol in ("seen", "unseen"):
+            metrics[protocol]["trained"]["test"].update(roc_auc_ci95=ci, confusion={"accuracy": 0.6})
+            metrics[protocol]["trained"]["threshold"] = 1.0
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return run_dir
+
+    main = seeded("main", 1337, 0.71, [0.70, 0.72])
+    again = seeded("again", 1338, 0.73, [0.72, 0.74])
+    apart = seeded("apart", 1339, 0.80, [0.79, 0.81])
+    other_recipe = seeded("other", 1338, 0.71, [0.70, 0.72], loss="hard")
+    run = report.read_run(main)
+    assert [Path(r["run_dir"]).name for r in report.repeat_runs(run, [main, again, other_recipe])] == ["again"]
+    text = report.conclusion_markdown(run, [main, again, other_recipe])
+    assert "**One run.**" not in text and "**Seeds.**" in text and "`again`" in text
+    assert "seed 1337: 0.710 (0.700 - 0.720); seed 1338: 0.730 (0.720 - 0.740), a spread of 0.020" in text
+    assert "within the intervals (they overlap)" in text
+    assert "do not overlap" in report.seed_spread_sentence(run, report.repeat_runs(run, [apart]))
+    assert "**One run.**" in report.conclusion_markdown(run, [main, other_recipe])
 
 
 def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(tmp_path):
@@ -685,3 +726,12 @@ def test_a_time_budgeted_run_says_how_its_steps_were_chosen():
     spent = time_budget_sentence(config, dict(training, budget_exhausted=True, epochs_run=1))
     assert "The budget ran out before the last epoch: the run stopped after 1 epoch." in spent
     assert time_budget_sentence(Config.from_profile("smoke"), training) == ""
+
+
+def test_the_steps_a_budgeted_run_took_come_from_its_plan():
+    from tinymatch.report.text import budget_steps
+
+    plan = [{"from_epoch": 1, "steps_per_epoch": 108}, {"from_epoch": 13, "steps_per_epoch": 157}]
+    assert budget_steps({"budget_plan": plan, "epochs_run": 17}) == 12 * 108 + 5 * 157
+    assert budget_steps({"budget_plan": plan, "epochs_run": 10}) == 10 * 108  # stopped in the first phase
+    assert budget_steps({"epochs_run": 17}) is None

@@ -32,8 +32,8 @@ from tinymatch.report.render import (CHROMIUM_ENV_VAR, CHROMIUM_NAMES, ChromiumN
 from tinymatch.report.ablation import ablation_markdown, ablation_tables
 from tinymatch.report.errors import analyse_and_draw, error_analysis_markdown
 from tinymatch.report.study import save_study_figures, study_facts, study_markdown
-from tinymatch.report.tables import (ERROR_FIGURES, FIGURES, LOSS_NAMES, OPTIONAL_FIGURES, PROJECTOR_SCREENSHOTS,
-                                     STUDY_FIGURES, absent_tables, PROTOCOL_NAMES, TABLE_NUMBERS, TABLES, Figures, Tables,
+from tinymatch.report.tables import (ERROR_FIGURES, FIGURES, LOSS_NAMES, OPTIONAL_FIGURES, PALETTE_FIGURES,
+                                     PROJECTOR_SCREENSHOTS, STUDY_FIGURES, absent_tables, palette_png, PROTOCOL_NAMES, TABLE_NUMBERS, TABLES, Figures, Tables,
                                      chance_precision_at_1, chance_recall_at_k, config_table, confusion_table,
                                      figure_markdown, fmt, history_summary, layer_table, loss_comparison_table,
                                      markdown_table, percent, phase_summary, phase_table, projector_table,
@@ -45,8 +45,8 @@ from tinymatch.report.text import (IMAGENET_OVERLAP_CAVEAT, REFERENCES, architec
                                    config_markdown, confusion_markdown, dataset_markdown, embedding_map_caption,
                                    introduction_summary, key_numbers, loss_comparison_markdown, loss_markdown,
                                    mining_markdown, optimisation_markdown, phase_auc_sentences, projector_markdown,
-                                   report_title, reproducibility_markdown, rerender_command, retrieval_chance,
-                                   retrieval_markdown, split_markdown, stage_seconds, title_block,
+                                   repeat_runs, report_title, reproducibility_markdown, rerender_command,
+                                   retrieval_chance, retrieval_markdown, seed_spread_sentence, split_markdown, stage_seconds, title_block,
                                    threshold_markdown, training_curves_caption, training_markdown, training_recipe,
                                    transfer_markdown, verification_markdown)
 from tinymatch.rundir import read_run
@@ -77,8 +77,9 @@ __all__ = [
     "config_markdown", "report_title", "training_recipe", "phase_auc_sentences", "budget_sentence",
     "backbone_markdown", "class_distribution_caption", "training_curves_caption", "retrieval_chance",
     "embedding_map_caption", "stage_seconds", "rerender_command", "reproducibility_markdown",
-    "conclusion_markdown", "threshold_markdown", "REFERENCES", "cite", "bibliography_markdown", "OPTIONAL_FIGURES", "ERROR_FIGURES", "STUDY_FIGURES",
-    "PROJECTOR_SCREENSHOTS", "absent_tables",
+    "conclusion_markdown", "repeat_runs", "seed_spread_sentence", "threshold_markdown", "REFERENCES", "cite",
+    "bibliography_markdown", "OPTIONAL_FIGURES", "ERROR_FIGURES", "STUDY_FIGURES", "PROJECTOR_SCREENSHOTS",
+    "absent_tables", "palette_png", "PALETTE_FIGURES",
     # the optional parts: error analysis, ablation, tuning study
     "analyse_and_draw", "error_analysis_markdown", "ablation_markdown", "ablation_tables",
     "save_study_figures", "study_facts", "study_markdown",

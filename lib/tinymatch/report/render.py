@@ -57,7 +57,12 @@ nav.tinymatch-toc a { text-decoration: none; color: #1f4e8c; }
      the next page and leaves the last one half blank. Let outputs break between blocks; figures,
      table rows and the contents box stay whole. */
   .jp-OutputArea .jp-OutputArea-child { break-inside: auto !important; page-break-inside: auto !important; }
-  .jp-RenderedHTMLCommon tr, .jp-RenderedHTMLCommon p { break-inside: avoid; page-break-inside: avoid; } }
+  .jp-RenderedHTMLCommon tr, .jp-RenderedHTMLCommon p { break-inside: avoid; page-break-inside: avoid; }
+  /* A table's caption (the paragraph right before it) stays on the page where the table starts. */
+  .jp-RenderedHTMLCommon p:has(+ table) { break-after: avoid; page-break-after: avoid; }
+  /* A figure taller than the rest of a page leaves that page blank: cap a figure at 60% of the
+     printable A4 height (269 mm), so a page with a heading and a table still takes the next one. */
+  figure.tinymatch-figure img { max-height: 160mm; width: auto; } }
 """
 
 # The lab template without anything fetched from the network: no require.js, no MathJax, no

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,10 @@ ERROR_FIGURES = ("roc_log_far", "operating_points", "class_extremes", "false_acc
 STUDY_FIGURES = ("study_history", "study_importances", "study_slice")
 PROJECTOR_SCREENSHOTS = ("projector_pca", "projector_tsne")
 OPTIONAL_FIGURES = frozenset(ERROR_FIGURES + STUDY_FIGURES + PROJECTOR_SCREENSHOTS)
+# Figures the HTML embeds as 256-colour PNGs. A screenshot of the projector's UI loses nothing
+# visible in a palette and shrinks to about a third; the report is one HTML file that must stay under
+# the repository's 5 MiB file limit. The files in figs/ stay full colour.
+PALETTE_FIGURES = frozenset(PROJECTOR_SCREENSHOTS)
 ERROR_TABLES = ("errors_intervals", "errors_classes", "errors_operating_points", "errors_confused")
 ABLATION_TABLES = ("ablation_auc", "ablation_p1")
 STUDY_TABLES = ("study_space", "study_best")
@@ -116,22 +121,37 @@ class Figures:
 
     def markdown(self, stem: str, caption: str | None = None) -> str:
         """The figure embedded as a data URI with its numbered caption."""
-        return figure_markdown(self.numbers[stem], self.figs_dir / f"{stem}.png", caption or self.captions[stem])
+        return figure_markdown(self.numbers[stem], self.figs_dir / f"{stem}.png", caption or self.captions[stem],
+                               palette=stem in PALETTE_FIGURES)
 
     def show(self, stem: str, caption: str | None = None) -> Markdown:
         return Markdown(self.markdown(stem, caption))
 
 
-def figure_markdown(number: int, path, caption: str) -> str:
-    """A numbered figure with the PNG at `path` embedded as base64 (self-contained HTML)."""
+def figure_markdown(number: int, path, caption: str, *, palette: bool = False) -> str:
+    """A numbered figure with the PNG at `path` embedded as base64 (self-contained HTML); with
+    `palette`, as a 256-colour PNG of the same size (the file itself is left as it is)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"figure not found: {path} (the notebook that draws it has not run)")
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    encoded = base64.b64encode(palette_png(path) if palette else path.read_bytes()).decode("ascii")
     alt = html.escape(f"Figure {number}: {path.stem.replace('_', ' ')}")
     return (f'<figure id="figure-{number}" class="tinymatch-figure">'
             f'<img src="data:image/png;base64,{encoded}" alt="{alt}"/>'
             f"<figcaption><b>Figure {number}.</b> {html.escape(caption)}</figcaption></figure>")
+
+
+def palette_png(path) -> bytes:
+    """The PNG at `path` re-encoded with an adaptive 256-colour palette (median cut), or its own
+    bytes where that is not smaller."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    buffer = io.BytesIO()
+    quantized.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue() if buffer.tell() < len(data) else data
 
 
 TABLES = (  # (name, caption) in the order the report shows them: numbered like the figures
@@ -481,10 +501,17 @@ def best_epoch_label(run: Mapping[str, Any]) -> str:
     return f"{int(best)} ({phase})" if phase else str(int(best))
 
 
-def config_table(config: Config, names: Sequence[str] | None = None) -> str:
+def config_table(config: Config, names: Sequence[str] | None = None, *, columns: int = 2) -> str:
+    """Every field of `config` and its value, in `columns` side-by-side (parameter, value) pairs read
+    down each pair first: one pair of 60-odd rows would run over a printed page."""
     names = names or list(config.to_dict())
-    return markdown_table(["parameter", "value"], [[name, _config_value(getattr(config, name))] for name in names],
-                          align="ll")
+    cells = [[name, _config_value(getattr(config, name))] for name in names]
+    height = -(-len(cells) // columns)
+    rows = []
+    for row in range(height):
+        rows.append([value for column in range(columns)
+                     for value in (cells[column * height + row] if column * height + row < len(cells) else ["", ""])])
+    return markdown_table(["parameter", "value"] * columns, rows, align="ll" * columns)
 
 
 def _config_value(value: Any) -> str:
@@ -581,8 +608,8 @@ def phase_table(history: Mapping[str, np.ndarray]) -> str:
                           rows, align="lrrrr")
 
 
-__all__ = ["FIGURES", "Figures", "figure_markdown", "TABLES", "Tables", "TABLE_NUMBERS", "table_markdown",
-           "markdown_table", "fmt", "percent", "PROTOCOL_NAMES",
+__all__ = ["FIGURES", "Figures", "figure_markdown", "palette_png", "PALETTE_FIGURES", "TABLES", "Tables",
+           "TABLE_NUMBERS", "table_markdown", "markdown_table", "fmt", "percent", "PROTOCOL_NAMES",
            "LOSS_NAMES", "verification_table", "retrieval_table", "retrieval_k", "confusion_table", "model_label",
            "warmup_label", "loss_comparison_table", "peak_rates", "best_epoch_label", "config_table", "split_table",
            "layer_table", "projector_table", "history_summary", "chance_precision_at_1", "chance_recall_at_k",

@@ -378,6 +378,17 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
     return text
 
 
+def budget_steps(training: Mapping[str, Any]) -> int | None:
+    """The training steps a time-budgeted run took, from its stored plan (`budget_plan`: steps per
+    epoch from each planned epoch on) and the epochs it ran; None without a plan."""
+    plan, ran = training.get("budget_plan") or [], training.get("epochs_run")
+    if not plan or not ran:
+        return None
+    ends = [entry["from_epoch"] for entry in plan[1:]] + [ran + 1]
+    return sum(entry["steps_per_epoch"] * max(0, min(end, ran + 1) - entry["from_epoch"])
+               for entry, end in zip(plan, ends))
+
+
 def training_markdown(run: Mapping[str, Any], figs: Figures) -> str:
     history = run_history(run)
     summary = history_summary(history)
@@ -986,8 +997,61 @@ def reproducibility_markdown(run: Mapping[str, Any], compare_run_dirs: Sequence[
     return "\n\n".join(paragraphs)
 
 
-def conclusion_markdown(run: Mapping[str, Any]) -> str:
-    """What the run achieved, what each training phase contributed and what limits the evidence."""
+# Fields that may differ between two runs of one recipe: the seed, and where the data was read from.
+REPEAT_FREE_FIELDS = frozenset({"seed", "data", "cache_dir"})
+
+
+def repeat_runs(run: Mapping[str, Any], run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The evaluated runs among `run_dirs` (other than `run` itself) whose configuration equals the
+    run's in every field but the seed and the data path: repeats of the same recipe."""
+    config = run["config"].to_dict()
+    own = Path(run["run_dir"]).resolve()
+    repeats = []
+    for run_dir in run_dirs:
+        if Path(run_dir).resolve() == own:
+            continue
+        other = read_run(run_dir)
+        fields = other["config"].to_dict()
+        if "metrics" in other and all(fields.get(k) == v for k, v in config.items() if k not in REPEAT_FREE_FIELDS):
+            repeats.append(other)
+    return repeats
+
+
+def seed_spread_sentence(run: Mapping[str, Any], repeats: Sequence[Mapping[str, Any]]) -> str:
+    """How far repeats of the recipe (other seeds, each with its own split) land from this run, and
+    whether their 95% pair-bootstrap intervals overlap; "" without repeats."""
+    if not repeats:
+        return ""
+    runs = [run, *repeats]
+    parts = []
+    for protocol in protocols_in(run.get("metrics", {})):
+        tests = [r["metrics"].get(protocol, {}).get("trained", {}).get("test") for r in runs]
+        if any(t is None or "roc_auc_ci95" not in t for t in tests):
+            continue
+        aucs = [t["roc_auc"] for t in tests]
+        overlap = max(t["roc_auc_ci95"][0] for t in tests) <= min(t["roc_auc_ci95"][1] for t in tests)
+        figures = "; ".join(f"seed {r['config'].seed}: {fmt(t['roc_auc'])} ({fmt(t['roc_auc_ci95'][0])} - "
+                            f"{fmt(t['roc_auc_ci95'][1])})" for r, t in zip(runs, tests))
+        parts.append(f"{_protocol_name(protocol)}: {figures}, a spread of {fmt(max(aucs) - min(aucs))}, "
+                     + ("within the intervals (they overlap)" if overlap else "larger than the intervals (they do not overlap)"))
+    if not parts:
+        return ""
+    names = ", ".join(f"`{Path(r['run_dir']).name}`" for r in repeats)
+    steps = [budget_steps(r.get("training") or {}) for r in runs]
+    budget = ""
+    if run["config"].time_budget_minutes and None not in steps and len(set(steps)) > 1:
+        budget = (" The same time budget bought different numbers of training steps (" + ", ".join(
+            f"seed {r['config'].seed}: {fmt(n)}" for r, n in zip(runs, steps)) + "): a budgeted run plans its "
+            "steps from how fast the machine trains while it runs.")
+    return (f"**Seeds.** The same recipe was trained again ({names}; each seed draws its own split, so other "
+            f"classes are held out) and evaluated the same way. Test pair AUC with its 95% pair-bootstrap "
+            f"interval, " + "; ".join(parts) + "." + budget + " Every other figure in this report comes from "
+            f"the seed-{run['config'].seed} run.")
+
+
+def conclusion_markdown(run: Mapping[str, Any], compare_run_dirs: Sequence[str | os.PathLike] = ()) -> str:
+    """What the run achieved, what each training phase contributed and what limits the evidence
+    (with the spread over seeds where `compare_run_dirs` hold repeats of the recipe)."""
     config, metrics, history = run["config"], run.get("metrics", {}), run_history(run)
     n = key_numbers(run)
     text = [f"Trained with {training_recipe(config, history)}, the embedding network matches test pairs of "
@@ -1002,11 +1066,13 @@ def conclusion_markdown(run: Mapping[str, Any]) -> str:
                  if config.time_budget_minutes else "the epoch budget")
         limits.append(f"**Budget.** The validation AUC was still rising when {which} ran out: the run "
                       "shows what this recipe reaches in this budget, not what it converges to.")
-    limits.append(f"**One run.** Every figure outside the ablation comes from one training run (seed "
-                  f"{config.seed}) and one split; their confidence intervals resample the test pairs (or, in "
-                  f"the error analysis, the test classes), not the training, so they leave out the variation "
-                  f"between seeds. The ablation, where this report has one, trains several seeds and "
-                  f"splits per row.")
+    seeds = seed_spread_sentence(run, repeat_runs(run, compare_run_dirs))
+    limits.append(seeds or (
+        f"**One run.** Every figure outside the ablation comes from one training run (seed "
+        f"{config.seed}) and one split; their confidence intervals resample the test pairs (or, in "
+        f"the error analysis, the test classes), not the training, so they leave out the variation "
+        f"between seeds. The ablation, where this report has one, trains several seeds and "
+        f"splits per row."))
     unseen = metrics.get("unseen", {})
     if unseen.get("num_test_classes"):
         class_ci = (run.get("error_analysis", {}).get("protocols", {}).get("unseen", {})
@@ -1046,4 +1112,5 @@ __all__ = ["key_numbers", "report_title", "title_block", "training_recipe", "pha
            "verification_markdown", "confusion_markdown", "retrieval_chance", "retrieval_markdown",
            "loss_comparison_markdown", "transfer_markdown", "IMAGENET_OVERLAP_CAVEAT", "projector_markdown",
            "embedding_map_caption", "config_markdown", "stage_seconds", "rerender_command",
-           "reproducibility_markdown", "conclusion_markdown", "REFERENCES", "cite", "bibliography_markdown"]
+           "reproducibility_markdown", "budget_steps", "REPEAT_FREE_FIELDS", "repeat_runs", "seed_spread_sentence",
+           "conclusion_markdown", "REFERENCES", "cite", "bibliography_markdown"]
