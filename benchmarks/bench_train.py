@@ -305,8 +305,13 @@ def main(argv=None):
             print(f"\ninterleaved A/B, compact @{r.get('image_size', 64)}, synthetic input: " + ", ".join(
                 f"{label}: {ips:.0f} images/s" for label, ips in r["images_per_s"].items()))
     if args.json:
+        from tinymatch.environment import environment_info
+
+        # The machine and the date go with the figures: the report's backbone table cites them.
         with open(args.json, "w") as handle:
             json.dump(dict(tf_gemm_gflops=tf_peak, numpy_1thread_gemm_gflops=np_peak,
+                           measured=time.strftime("%Y-%m-%d"), environment=environment_info(),
+                           command="python benchmarks/bench_train.py " + " ".join(argv or sys.argv[1:]),
                            results=results), handle, indent=2)
     return 0
 

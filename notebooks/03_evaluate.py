@@ -33,7 +33,7 @@ ablation_dir: str = ""  # a `tinymatch ablate` directory for the report's ablati
 progress: bool = False  # progress bars inside the notebook
 
 # %%
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from tinymatch import evaluate, plots, report
 from tinymatch.report import errors
@@ -77,6 +77,13 @@ fig
 fig = plots.retrieval_examples(**report.retrieval_inputs(run_path, dataset, "seen", seed=cfg.seed))
 plots.save_fig(fig, figs / "retrieval_examples.png")
 fig
+
+# %%
+# Queries of classes the network never trained on, against a gallery of such classes.
+if "unseen" in report.protocols_in(metrics):
+    fig = plots.retrieval_examples(**report.retrieval_inputs(run_path, dataset, "unseen", seed=cfg.seed))
+    plots.save_fig(fig, figs / f"{report.UNSEEN_RETRIEVAL_FIGURE}.png")
+    display(fig)
 
 # %% [markdown]
 # ## Error analysis

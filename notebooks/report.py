@@ -25,7 +25,7 @@ ablation_dir: str = ""  # a `tinymatch ablate` directory for the report's ablati
 progress: bool = False  # progress bars inside the notebook
 
 # %%
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from tinymatch import plots, report
 
@@ -291,6 +291,10 @@ Markdown(report.retrieval_markdown(run, figs))
 
 # %%
 figs.show("retrieval_examples")
+
+# %%
+if figs.has(report.UNSEEN_RETRIEVAL_FIGURE):
+    display(figs.show(report.UNSEEN_RETRIEVAL_FIGURE))
 
 # %% [markdown]
 # ### Error analysis

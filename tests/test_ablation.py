@@ -119,3 +119,23 @@ def test_report_tables_cite_the_file(ablated):
         assert f"{variant['mean']['val_auc']:.3f} +- {variant['sd']['val_auc']:.3f}" in text
     delta = result["variants"][1]["mean"]["seen_auc"] - result["variants"][0]["mean"]["seen_auc"]
     assert f"({delta:+.3f})" in text or abs(delta) < 5e-4
+
+
+def test_the_reading_names_only_differences_beyond_the_recipes_spread():
+    from tinymatch.report.ablation import ablation_reading
+
+    def row(name, deltas, sd=0.007):
+        cells = {key: (0.5 + deltas.get(key, 0.0), sd, deltas.get(key, 0.0))
+                 for key in ("val_auc", "seen_auc", "unseen_auc", "seen_p_at_1", "unseen_p_at_1")}
+        return dict(name=name, runs=3, **cells)
+
+    rows = [row("recipe", {}), row("warmup_only", {"unseen_p_at_1": 0.009, "unseen_auc": -0.007}),
+            row("no_augmentation", {"seen_auc": -0.02})]
+    text = ablation_reading(rows)
+    assert "unseen P@1 (recipe sd 0.007): *warmup_only* +0.009" in text
+    assert "seen test AUC (recipe sd 0.007): *no_augmentation* -0.020" in text
+    assert "unseen test AUC" not in text  # -0.007 is not beyond a 0.007 spread
+    assert "may hurt, retrieval in classes the network never trained on" in text
+    calm = ablation_reading([row("recipe", {}), row("warmup_only", {"unseen_p_at_1": -0.001})])
+    assert calm.startswith("No variant differs") and "may hurt" not in calm
+    assert ablation_reading(rows[:1]) == ""

@@ -269,7 +269,8 @@ def test_parts_a_report_lacks_take_no_number(tmp_path):
                 "ablation_auc", "ablation_p1", "study_space", "study_best"}]
     assert [tables.numbers[name] for name in present] == list(range(1, len(present) + 1))
     assert "ablation_auc" not in tables.numbers
-    assert report.absent_tables({"error_analysis": {"protocols": {}}}, study=True, ablation=True) == []
+    assert report.absent_tables({"error_analysis": {"protocols": {}}}, study=True, ablation=True) == (
+        [] if report.tables.backbone_costs() else ["backbone_costs"])  # the committed benchmark file
     figs = report.Figures(tmp_path)  # nothing drawn: the optional figures are left out
     expected = [stem for stem, _ in report.FIGURES if stem not in report.OPTIONAL_FIGURES]
     assert sorted(figs.numbers, key=figs.numbers.get) == expected
@@ -285,7 +286,8 @@ def test_tables_are_numbered_and_captioned_like_figures():
     assert report.TABLE_NUMBERS.ref("loss_comparison") == tables.ref("loss_comparison")
     text = tables.markdown("split", "| a |\n|:--|\n| 1 |")
     assert text.startswith(f"**Table {names.index('split') + 1}.** Images and classes") and text.endswith("| 1 |")
-    assert tables.markdown("split", "| a |", caption="Mine.").startswith("**Table 3.** Mine.\n\n| a |")
+    assert tables.markdown("split", "| a |", caption="Mine.").startswith(
+        f"**Table {names.index('split') + 1}.** Mine.\n\n| a |")
     # Every table of a section comes under its number, and the text cites that number.
     config = Config.from_profile("smoke")
     augmentation = report.augmentation_markdown({"config": config}, report.Figures("."))
@@ -735,3 +737,24 @@ def test_the_steps_a_budgeted_run_took_come_from_its_plan():
     assert budget_steps({"budget_plan": plan, "epochs_run": 17}) == 12 * 108 + 5 * 157
     assert budget_steps({"budget_plan": plan, "epochs_run": 10}) == 10 * 108  # stopped in the first phase
     assert budget_steps({"epochs_run": 17}) is None
+
+
+def test_backbone_costs_come_from_the_benchmark_file(tmp_path):
+    from tinymatch.report.text import backbone_costs_markdown
+
+    costs = {"measured": "2026-12-01", "environment": {"cpu": "Test CPU", "cpu_count": 2},
+             "results": [dict(backbone="compact", params=2_043_008, forward_mflop_per_image=69.4, images_per_s=100.0),
+                         dict(backbone="resnet50", params=23_800_000, forward_mflop_per_image=633.0, images_per_s=6.0),
+                         dict(backbone="vgg16", error="timeout after 600s")]}
+    path = tmp_path / "backbones.json"
+    path.write_text(json.dumps(costs))
+    text = backbone_costs_markdown(path)
+    assert "2 logical cores of Test CPU, on 2026-12-01" in text
+    assert "from 6 training images a second (`resnet50`) to 100 (`compact`)" in text
+    assert "| `compact` @64 px | 2.0 | 69 | 100 | 4.5 |" in text  # 100 img/s x 45 min / 60,000
+    assert "| `resnet50` @64 px | 23.8 | 633 | 6 | 0.3 |" in text and "vgg16" not in text
+    assert report.TABLE_NUMBERS.ref("backbone_costs") in text
+    assert backbone_costs_markdown(tmp_path / "absent.json") == ""
+    training = {"budget_plan": [{"from_epoch": 1, "steps_per_epoch": 10}], "epochs_run": 2,
+                "global_batch": 128, "epoch_seconds": 256.0}
+    assert "this run trained at 10 images a second" in backbone_costs_markdown(path, run={"training": training})

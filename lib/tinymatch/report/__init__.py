@@ -33,7 +33,8 @@ from tinymatch.report.ablation import ablation_markdown, ablation_tables
 from tinymatch.report.errors import analyse_and_draw, error_analysis_markdown
 from tinymatch.report.study import save_study_figures, study_facts, study_markdown
 from tinymatch.report.tables import (ERROR_FIGURES, FIGURES, LOSS_NAMES, OPTIONAL_FIGURES, PALETTE_FIGURES,
-                                     PROJECTOR_SCREENSHOTS, STUDY_FIGURES, absent_tables, palette_png, PROTOCOL_NAMES, TABLE_NUMBERS, TABLES, Figures, Tables,
+                                     PROJECTOR_SCREENSHOTS, STUDY_FIGURES, UNSEEN_RETRIEVAL_FIGURE, absent_tables, palette_png,
+                                     PROTOCOL_NAMES, TABLE_NUMBERS, TABLES, Figures, Tables,
                                      chance_precision_at_1, chance_recall_at_k, config_table, confusion_table,
                                      figure_markdown, fmt, history_summary, layer_table, loss_comparison_table,
                                      markdown_table, percent, phase_summary, phase_table, projector_table,
@@ -79,7 +80,7 @@ __all__ = [
     "embedding_map_caption", "stage_seconds", "rerender_command", "reproducibility_markdown",
     "conclusion_markdown", "repeat_runs", "seed_spread_sentence", "threshold_markdown", "REFERENCES", "cite",
     "bibliography_markdown", "OPTIONAL_FIGURES", "ERROR_FIGURES", "STUDY_FIGURES", "PROJECTOR_SCREENSHOTS",
-    "absent_tables", "palette_png", "PALETTE_FIGURES",
+    "absent_tables", "palette_png", "PALETTE_FIGURES", "UNSEEN_RETRIEVAL_FIGURE",
     # the optional parts: error analysis, ablation, tuning study
     "analyse_and_draw", "error_analysis_markdown", "ablation_markdown", "ablation_tables",
     "save_study_figures", "study_facts", "study_markdown",

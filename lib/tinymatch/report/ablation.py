@@ -39,7 +39,41 @@ def ablation_markdown(ablation_dir) -> str:
         "run can rank them differently, and differences smaller than the standard deviations are "
         f"not differences. Variants: {legend}.", "",
         TABLE_NUMBERS.markdown("ablation_auc", aucs), "",
-        TABLE_NUMBERS.markdown("ablation_p1", p1)])
+        TABLE_NUMBERS.markdown("ablation_p1", p1), "",
+        ablation_reading(ablation.ablation_rows(result))])
+
+
+_TEST_COLUMNS = dict(_AUC_COLUMNS[1:] + _P1_COLUMNS)
+
+
+def ablation_reading(rows) -> str:
+    """What the tables say beyond the noise: per test figure, the variants whose mean differs from
+    the recipe's by more than the recipe's standard deviation over seeds; and, where the warm-up alone
+    retrieves unseen classes better than the recipe, that the triplet phase may hurt unseen retrieval."""
+    if len(rows) < 2:
+        return ""
+    recipe, others = rows[0], rows[1:]
+    found = []
+    for key, label in _TEST_COLUMNS.items():
+        sd = recipe[key][1]
+        if sd != sd:
+            continue
+        # compared as printed (3 decimals), so a "-0.007" is never called larger than a "0.007"
+        beyond = [(row["name"], row[key][2]) for row in others if round(abs(row[key][2]), 3) > round(sd, 3)]
+        if beyond:
+            found.append(f"{label} (recipe sd {fmt(sd)}): " + ", ".join(
+                f"*{name}* {delta:+.3f}" for name, delta in beyond))
+    text = ("Differences from the recipe larger than the recipe's own standard deviation over seeds: "
+            + "; ".join(found) + "." if found else
+            "No variant differs from the recipe by more than the recipe's own standard deviation over seeds "
+            "on any test figure.")
+    warmup = next((row for row in others if row["name"] == "warmup_only"), None)
+    if warmup is not None and warmup["unseen_p_at_1"][2] > 0:
+        text += (f" The warm-up alone retrieves unseen classes better than the recipe "
+                 f"(P@1 {warmup['unseen_p_at_1'][2]:+.3f}): at this budget the triplet phase does not help, "
+                 "and may hurt, retrieval in classes the network never trained on. The full-length runs "
+                 "record no test figures of their warm-up model, so they cannot settle it.")
+    return text
 
 
 def _table(rows, columns) -> str:
@@ -56,4 +90,4 @@ def _cell(mean: float, sd: float, delta: float) -> str:
     return f"{fmt(mean)}{spread}{change}"
 
 
-__all__ = ["ablation_tables", "ablation_markdown"]
+__all__ = ["ablation_tables", "ablation_markdown", "ablation_reading"]

@@ -21,7 +21,7 @@ from IPython.display import Markdown
 from tinymatch import error_analysis
 from tinymatch.config import MODEL_NAMES, SPLIT_EVALUATIONS, Config
 from tinymatch.report.inputs import MODEL_LABELS, protocols_in, run_history
-from tinymatch.rundir import read_run
+from tinymatch.rundir import read_json_if_present, read_run
 
 FIGURES = (  # (file stem, caption) in the order the report shows them
     ("triplet_illustration", "A triplet around its anchor (schematic): the inner circle has radius d(a, p), "
@@ -49,6 +49,9 @@ FIGURES = (  # (file stem, caption) in the order the report shows them
     ("retrieval_examples", "Retrieval: test queries (left) and their five nearest neighbours among the "
                            "other test images; a red frame and a cross mark a neighbour of another "
                            "class."),
+    ("retrieval_examples_unseen", "Retrieval in classes never trained on: unseen-class test queries (left) "
+                                  "and their five nearest neighbours among the other unseen-class test "
+                                  "images; a red frame and a cross mark a neighbour of another class."),
     # error analysis (notebook 03; absent from runs evaluated before it existed)
     ("roc_log_far", "ROC of the trained model with a logarithmic false-accept axis: the low-FAR end, "
                     "where a deployed matcher often has to work, which the linear ROC hides. Markers: "
@@ -86,7 +89,9 @@ FIGURES = (  # (file stem, caption) in the order the report shows them
 ERROR_FIGURES = ("roc_log_far", "operating_points", "class_extremes", "false_accepts", "false_rejects")
 STUDY_FIGURES = ("study_history", "study_importances", "study_slice")
 PROJECTOR_SCREENSHOTS = ("projector_pca", "projector_tsne")
-OPTIONAL_FIGURES = frozenset(ERROR_FIGURES + STUDY_FIGURES + PROJECTOR_SCREENSHOTS)
+# A run without the unseen-class protocol (or evaluated before this figure existed) has no such figure.
+UNSEEN_RETRIEVAL_FIGURE = "retrieval_examples_unseen"
+OPTIONAL_FIGURES = frozenset(ERROR_FIGURES + STUDY_FIGURES + PROJECTOR_SCREENSHOTS + (UNSEEN_RETRIEVAL_FIGURE,))
 # Figures the HTML embeds as 256-colour PNGs. A screenshot of the projector's UI loses nothing
 # visible in a palette and shrinks to about a third; the report is one HTML file that must stay under
 # the repository's 5 MiB file limit. The files in figs/ stay full colour.
@@ -157,6 +162,10 @@ def palette_png(path) -> bytes:
 TABLES = (  # (name, caption) in the order the report shows them: numbered like the figures
     ("architecture", "The network of this run."),
     ("layers", "Layers of the embedding model (`model.keras`)."),
+    ("backbone_costs", "What each backbone costs to train on a CPU of this project (`benchmarks/bench_train.py`, "
+                       "P x K batches of the `cpu` profile, augmentation on, float32): parameters, forward "
+                       "FLOPs of one image, training throughput, and what the `cpu` profile's time budget "
+                       "buys."),
     ("split", "Images and classes of every part of the split."),
     ("augmentation", "Random augmentation: the range of every transform."),
     ("phases", "What each training phase contributed: epochs, time and validation ROC AUC (history.csv)."),
@@ -227,11 +236,42 @@ TABLE_NUMBERS = Tables()  # the report's one numbering (the order is fixed, so o
 def absent_tables(run: Mapping[str, Any], *, study: bool, ablation: bool) -> list[str]:
     """The optional tables this report will not have (for `TABLE_NUMBERS.leave_out`)."""
     absent = [] if run.get("error_analysis") else list(ERROR_TABLES)
+    if backbone_costs() is None:
+        absent.append("backbone_costs")
     if not study:
         absent += STUDY_TABLES
     if not ablation:
         absent += ABLATION_TABLES
     return absent
+
+
+# Measured by `benchmarks/bench_train.py --json` and committed beside the benchmarks: the report's
+# backbone table reads it (absent from an installed copy without the repository: no table).
+BACKBONE_COSTS_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "backbones_cpu.json"
+TRAINING_IMAGES = 60_000  # the joint protocol's training part: 150 classes x 400 images
+BUDGET_MINUTES = Config.from_profile("cpu").time_budget_minutes
+
+
+def backbone_costs(path=None) -> dict[str, Any] | None:
+    """The benchmark file's contents (None when it is not there)."""
+    path = Path(path) if path else BACKBONE_COSTS_FILE
+    return read_json_if_present(path)
+
+
+def backbone_costs_table(costs: Mapping[str, Any]) -> str:
+    """One row per measured backbone (cases with an error or without FLOPs are left out)."""
+    rows = []
+    for result in costs["results"]:
+        if "error" in result or "forward_mflop_per_image" not in result:
+            continue
+        size = result.get("image_size") or (75 if result["backbone"] == "inceptionv3" else 64)
+        passes = result["images_per_s"] * BUDGET_MINUTES * 60 / TRAINING_IMAGES
+        rows.append([f"`{result['backbone']}` @{size} px", fmt(result["params"] / 1e6, 1),
+                     fmt(result["forward_mflop_per_image"], 0), fmt(result["images_per_s"], 0),
+                     fmt(passes, 1)])
+    return markdown_table(["backbone", "parameters (M)", "forward MFLOP / image", "training images/s",
+                           f"passes over {fmt(TRAINING_IMAGES)} images in {BUDGET_MINUTES:g} min"], rows,
+                          align="lrrrr")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
@@ -608,7 +648,9 @@ def phase_table(history: Mapping[str, np.ndarray]) -> str:
                           rows, align="lrrrr")
 
 
-__all__ = ["FIGURES", "Figures", "figure_markdown", "palette_png", "PALETTE_FIGURES", "TABLES", "Tables",
+__all__ = ["BACKBONE_COSTS_FILE", "backbone_costs", "backbone_costs_table", "FIGURES", "Figures",
+           "figure_markdown", "palette_png", "PALETTE_FIGURES", "UNSEEN_RETRIEVAL_FIGURE",
+           "TABLES", "Tables",
            "TABLE_NUMBERS", "table_markdown", "markdown_table", "fmt", "percent", "PROTOCOL_NAMES",
            "LOSS_NAMES", "verification_table", "retrieval_table", "retrieval_k", "confusion_table", "model_label",
            "warmup_label", "loss_comparison_table", "peak_rates", "best_epoch_label", "config_table", "split_table",

@@ -17,7 +17,8 @@ import numpy as np
 from tinymatch import projector
 from tinymatch.config import BACKBONES, SPLIT_EVALUATIONS, Config
 from tinymatch.report.inputs import protocols_in, retrieval_labels, run_history
-from tinymatch.report.tables import (LOSS_NAMES, PROTOCOL_NAMES, TABLE_NUMBERS, Figures, balanced_class_counts,
+from tinymatch.report.tables import (BUDGET_MINUTES, TRAINING_IMAGES, backbone_costs, backbone_costs_table,
+                                     LOSS_NAMES, PROTOCOL_NAMES, TABLE_NUMBERS, Figures, balanced_class_counts,
                                      best_epoch_label, chance_precision_at_1, chance_recall_at_k, confusion_table,
                                      config_table, fmt, history_summary, layer_table, loss_comparison_table,
                                      markdown_table, percent, phase_epochs, phase_summary, phase_table,
@@ -517,8 +518,10 @@ def confusion_markdown(run: Mapping[str, Any], figs: Figures) -> str:
 def retrieval_markdown(run: Mapping[str, Any], figs: Figures) -> str:
     metrics = _metrics_of(run)
     chance = retrieval_chance(run)
+    unseen = (f", and {figs.ref('retrieval_examples_unseen')} random queries of unseen classes (a gallery of "
+              f"classes the network never trained on)" if figs.has("retrieval_examples_unseen") else "")
     text = [f"Each test image queries the other test images of its protocol. {figs.ref('retrieval_examples')} "
-            f"shows random queries of seen classes with their {retrieval_k(metrics)} nearest neighbours."]
+            f"shows random queries of seen classes with their {retrieval_k(metrics)} nearest neighbours{unseen}."]
     if chance:
         described = [f"{_protocol_name(protocol)} search {fmt(entry['images'])} images of {fmt(entry['classes'])} "
                      f"classes ({_per_class_words(entry)}), where a random ranking scores a P@1 of "
@@ -749,9 +752,10 @@ def backbone_markdown(run: Mapping[str, Any]) -> str:
                  f"{cite('resnet')} and Inception v3 {cite('inception')} among them), each from scratch or with "
                  f"ImageNet weights when Keras can download them, and EfficientNet-Lite0 {cite('efficientnet')} "
                  f"with ImageNet weights from a Python package, converted offline.")
+    costs = backbone_costs_markdown(run=run)
     if config.weights:
         return (f"{supported} This run uses `{config.backbone}` with pretrained weights (`{config.weights}`): "
-                f"the transfer-learning part of section 7 compares it with training from scratch.")
+                f"the transfer-learning part of section 7 compares it with training from scratch." + costs)
     facts = run.get("model_facts", {})
     ours = (f", against {fmt(facts['total_parameters'])} in this run's network" if "total_parameters" in facts
             else "")
@@ -764,7 +768,50 @@ def backbone_markdown(run: Mapping[str, Any]) -> str:
             f"has about 24 million parameters without its classifier{ours}), too slow to train from scratch in "
             f"the CPU budget of this project. "
             f"The pretrained route (EfficientNet-Lite0 with ImageNet weights) is the subject of the "
-            f"transfer-learning part of section 7.")
+            f"transfer-learning part of section 7." + costs)
+
+
+def training_images_per_second(training: Mapping[str, Any]) -> float | None:
+    """Training images a second over a run's epochs (validation and checkpoints included), from
+    training.json: its steps (the budget plan's, else steps per epoch x epochs) x batch / seconds."""
+    steps = budget_steps(training)
+    if steps is None and training.get("steps_per_epoch") and training.get("epochs_run"):
+        steps = training["steps_per_epoch"] * training["epochs_run"]
+    seconds, batch = training.get("epoch_seconds"), training.get("global_batch")
+    return steps * batch / seconds if steps and batch and seconds else None
+
+
+def _own_throughput(run: Mapping[str, Any] | None) -> str:
+    rate = training_images_per_second((run or {}).get("training") or {})
+    if rate is None:
+        return ""
+    return (f": this run trained at {fmt(rate, 0)} images a second over its epochs (`training.json`: steps x "
+            f"batch / epoch seconds, validation and checkpoints included)")
+
+
+def backbone_costs_markdown(path=None, run: Mapping[str, Any] | None = None) -> str:
+    """The measured training cost of every backbone (`benchmarks/results/backbones_cpu.json`) as a
+    sentence and a table, beside what `run` itself achieved; "" when the file is not there."""
+    costs = backbone_costs(path)
+    if not costs:
+        return ""
+    measured = [r for r in costs["results"] if "error" not in r and "forward_mflop_per_image" in r]
+    if not measured:
+        return ""
+    slowest = min(measured, key=lambda r: r["images_per_s"])
+    fastest = max(measured, key=lambda r: r["images_per_s"])
+    environment = costs.get("environment", {})
+    machine = (f"{environment.get('cpu_count', '?')} logical cores of {environment.get('cpu') or 'an unnamed CPU'}"
+               if environment else "a machine the file does not name")
+    passes = slowest["images_per_s"] * BUDGET_MINUTES * 60 / TRAINING_IMAGES
+    return (f"\n\n{TABLE_NUMBERS.ref('backbone_costs')} measures what each costs to train on {machine}"
+            f"{', on ' + costs['measured'] if costs.get('measured') else ''}: from {fmt(slowest['images_per_s'], 0)} "
+            f"training images a second (`{slowest['backbone']}`) to {fmt(fastest['images_per_s'], 0)} "
+            f"(`{fastest['backbone']}`). In the {BUDGET_MINUTES:g} minutes of the `cpu` profile the slowest would pass "
+            f"over the {fmt(TRAINING_IMAGES)} training images {fmt(passes, 1)} times. These figures time the "
+            f"network's training step on one batch held in memory, an upper bound on a training run"
+            + _own_throughput(run) + ".\n\n"
+            + TABLE_NUMBERS.markdown("backbone_costs", backbone_costs_table(costs)))
 
 
 def _uniform_class_size(run: Mapping[str, Any]) -> int | None:
@@ -1112,5 +1159,5 @@ __all__ = ["key_numbers", "report_title", "title_block", "training_recipe", "pha
            "verification_markdown", "confusion_markdown", "retrieval_chance", "retrieval_markdown",
            "loss_comparison_markdown", "transfer_markdown", "IMAGENET_OVERLAP_CAVEAT", "projector_markdown",
            "embedding_map_caption", "config_markdown", "stage_seconds", "rerender_command",
-           "reproducibility_markdown", "budget_steps", "REPEAT_FREE_FIELDS", "repeat_runs", "seed_spread_sentence",
+           "reproducibility_markdown", "backbone_costs_markdown", "training_images_per_second", "budget_steps", "REPEAT_FREE_FIELDS", "repeat_runs", "seed_spread_sentence",
            "conclusion_markdown", "REFERENCES", "cite", "bibliography_markdown"]
