@@ -110,14 +110,15 @@ Markdown(report.backbone_markdown(run))
 # negative by at least a margin $\alpha$:
 #
 # $$\mathcal{L}(a, p, n) = \big[\, d(a, p) - d(a, n) + \alpha \,\big]_+, \qquad [x]_+ = \max(x, 0)$$
-#
-# The figure below shows the three kinds of negative this defines around an anchor: a *hard*
-# negative is closer to the anchor than the positive, a *semi-hard* one is farther than the
-# positive but within the margin (a positive loss below $\alpha$), an *easy* one is beyond the
-# margin (zero loss).
 
 # %%
 plots.save_fig(plots.triplet_illustration(cfg.margin), figs_path / "triplet_illustration.png")
+Markdown(f"{figs.ref('triplet_illustration')} shows the three kinds of negative this defines around an "
+         "anchor: a *hard* negative is closer to the anchor than the positive, a *semi-hard* one is "
+         "farther than the positive but within the margin (a positive loss below α), an *easy* one is "
+         "beyond the margin (zero loss).")
+
+# %%
 figs.show("triplet_illustration")
 
 # %% [markdown]
@@ -350,7 +351,7 @@ for stem in report.STUDY_FIGURES:
 # backbones with `weights="imagenet"` where Keras can download them, and ships an offline route:
 # EfficientNet-Lite0 [10] (EfficientNet-B0's stages without squeeze-and-excitation, ReLU6) with
 # ImageNet weights from a Python package, converted to Keras without PyTorch and without executing
-# pickled code. The table below sets the runs of this report side by side (the first row is this run).
+# pickled code.
 
 # %%
 Markdown(report.transfer_markdown(compare_run_dirs or [run_path]))

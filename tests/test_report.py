@@ -147,7 +147,8 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     assert all(len(row.split(" | ")) == 9 for row in rows)
     assert ("Models: (1) compact w8 @64 px, 16-d, 6 x 4 batches, LR 0.001, budget 0 + 2 epochs "
             "(runs semihard, hard).") in text
-    assert text.startswith(f"**{report.TABLE_NUMBERS.ref('loss_comparison')}.** Runs compared")
+    number = report.TABLE_NUMBERS.ref("loss_comparison")
+    assert text.startswith(f"{number} compares the runs") and f"**{number}.** Runs compared" in text
     assert "run `semihard` (semi-hard triplet loss)" in text
     # A run that kept its warm-up epoch is called out, with its collapse when the distances show one.
     assert "Run `hard` kept a warm-up epoch" in text and "collapsed embedding" in text

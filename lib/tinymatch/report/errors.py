@@ -77,7 +77,8 @@ def error_analysis_markdown(run: Mapping[str, Any], figs=None, *, worst: int = 5
                 f"({TABLE_NUMBERS.ref('errors_operating_points')}), {figs.ref('class_extremes')} the "
                 f"hardest and easiest classes ({TABLE_NUMBERS.ref('errors_classes')}), and "
                 f"{figs.ref('false_accepts')} and {figs.ref('false_rejects')} the most confident "
-                "wrong decisions. They are where to look for what the embedding has learnt besides "
+                f"wrong decisions, and {TABLE_NUMBERS.ref('errors_confused')} the class pairs most often "
+                "mistaken for each other. They are where to look for what the embedding has learnt besides "
                 "the object: a shared background, colour or scene in a false accept, a close-up "
                 "against a wide view of one class in a false reject.", ""]
     part = protocols.get(ANALYSED_PROTOCOL) or next(iter(protocols.values()))
@@ -114,7 +115,8 @@ def _robustness(protocols, metrics, analysis) -> str:
         "resamples whole classes (a class drawn m times counts its positive pairs m times and its "
         "negative pairs with another class by the product of the two counts). With few held-out "
         f"classes ({_classes(protocols, 'unseen')} here) the second is the wider one: it is the "
-        "interval to read for unseen classes.", "",
+        f"interval to read for unseen classes. {TABLE_NUMBERS.ref('errors_intervals')} sets the two side "
+        "by side.", "",
         TABLE_NUMBERS.markdown("errors_intervals", markdown_table(
             ("protocol", "test classes", "pair AUC", "pair bootstrap", "class bootstrap"), rows),
             TABLE_NUMBERS.captions["errors_intervals"]

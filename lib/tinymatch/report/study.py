@@ -121,6 +121,8 @@ def study_markdown(study_dir, figs=None) -> str:
     if figs is not None and figs.has("study_history"):
         shown = [figs.ref(stem) for _, stem in STUDY_FIGURE_STEMS if figs.has(stem)]
         text.append(f"{', '.join(shown)} show the study as Optuna draws it.")
+    text.append(f"{TABLE_NUMBERS.ref('study_space')} is the search space and {TABLE_NUMBERS.ref('study_best')} "
+                "the best complete trials.")
     text += ["", TABLE_NUMBERS.markdown("study_space", search_space_table(f)), "",
              TABLE_NUMBERS.markdown("study_best", best_trials_table(study_dir, trial_rows=f["trial_rows"]))]
     return "\n".join(text)

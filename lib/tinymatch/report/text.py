@@ -547,7 +547,8 @@ def loss_comparison_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
     run_dirs = [Path(d) for d in run_dirs]
     runs = [read_run(d) for d in run_dirs]
     losses = sorted({run["config"].loss for run in runs})
-    table = TABLE_NUMBERS.markdown("loss_comparison", loss_comparison_table(run_dirs))
+    table = (f"{TABLE_NUMBERS.ref('loss_comparison')} compares the runs of this report (the first row is this "
+             f"run).\n\n" + TABLE_NUMBERS.markdown("loss_comparison", loss_comparison_table(run_dirs)))
     chance = retrieval_chance(runs[0])
     if len(chance) > 1:
         table += (" P@1 by chance on the first run's test images: "
@@ -591,7 +592,8 @@ def transfer_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
     """From scratch vs a pretrained backbone over `run_dirs`, with the ImageNet-overlap caveat."""
     run_dirs = [Path(d) for d in run_dirs]
     runs = [read_run(d) for d in run_dirs]
-    table = TABLE_NUMBERS.markdown("transfer", transfer_table(run_dirs))
+    table = (f"{TABLE_NUMBERS.ref('transfer')} sets the runs of this report side by side (the first row is this "
+             f"run).\n\n" + TABLE_NUMBERS.markdown("transfer", transfer_table(run_dirs)))
     pretrained = [run for run in runs if run["config"].weights]
     if not pretrained:
         return (f"{table}\n\nNo run with a pretrained backbone joined this report. The `transfer` profile "
