@@ -349,9 +349,9 @@ for stem in report.STUDY_FIGURES:
 # The outline suggests a usual convolutional architecture (VGG-16 [11], ResNet50 [12],
 # Inception [13]) to speed training up by transfer learning. The project accepts Keras Applications
 # backbones with `weights="imagenet"` where Keras can download them, and ships an offline route:
-# EfficientNet-Lite0 [10] (EfficientNet-B0's stages without squeeze-and-excitation, ReLU6) with
-# ImageNet weights from a Python package, converted to Keras without PyTorch and without executing
-# pickled code.
+# EfficientNet-Lite0, -Lite1 and -Lite2 [10] (EfficientNet-B0's stages without
+# squeeze-and-excitation, ReLU6; Lite1 and Lite2 deeper and wider) with ImageNet weights from Python
+# packages, converted to Keras without PyTorch and without executing pickled code.
 
 # %%
 Markdown(report.transfer_markdown(compare_run_dirs or [run_path]))

