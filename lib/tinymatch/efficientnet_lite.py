@@ -56,12 +56,12 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 # Side of the smallest input the network accepts: five stride-2 stages.
 MIN_INPUT_SIZE = 32
-# variant -> (width multiplier, depth multiplier, native input side, dropout before the top),
-# as in the TensorFlow `efficientnet_lite_builder` the port's checkpoints come from.
+# variant -> (width multiplier, depth multiplier, dropout before the top), as in the TensorFlow
+# `efficientnet_lite_builder` the port's checkpoints come from (native inputs 224, 240, 260 px).
 VARIANTS = {
-    "lite0": (1.0, 1.0, 224, 0.2),
-    "lite1": (1.0, 1.1, 240, 0.2),
-    "lite2": (1.1, 1.2, 260, 0.3),
+    "lite0": (1.0, 1.0, 0.2),
+    "lite1": (1.0, 1.1, 0.2),
+    "lite2": (1.1, 1.2, 0.3),
 }
 FILTER_DIVISOR = 8
 
@@ -82,7 +82,7 @@ def round_filters(filters, width):
 def stages(variant="lite0"):
     """`STAGES` scaled for `variant`: the first and last stage's one block and the stem's 32
     input filters stay fixed, the other repeats are multiplied by depth and rounded up."""
-    width, depth = VARIANTS[check_variant(variant)][:2]
+    width, depth, _ = VARIANTS[check_variant(variant)]
     scaled = []
     for index, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(STAGES):
         if 0 < index < len(STAGES) - 1:
@@ -125,7 +125,7 @@ def build_efficientnet_lite(variant="lite0", input_shape=(224, 224, 3), include_
     if (height is not None and height < MIN_INPUT_SIZE) or (width is not None and width < MIN_INPUT_SIZE):
         raise ValueError(f"input_shape={tuple(input_shape)}: EfficientNet-Lite needs inputs of at "
                          f"least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")
-    dropout_rate = VARIANTS[variant][3] if dropout_rate is None else dropout_rate
+    dropout_rate = VARIANTS[variant][2] if dropout_rate is None else dropout_rate
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:

@@ -38,6 +38,7 @@ import numpy as np
 from keras import layers
 
 from tinymatch import pretrained, rundir
+from tinymatch.config import EFFICIENTNET_LITE_BACKBONES
 from tinymatch.data.cache import user_cache_root
 from tinymatch.io_utils import atomic_path, write_json
 from tinymatch.model import IMAGE_SHAPE, Resize, embedding_head
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 FEATURES_FORMAT = 1
 VIEWS = ("original", "mirrored")
 FEATURE_DTYPE = np.float16
-FROZEN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+FROZEN_BACKBONES = EFFICIENTNET_LITE_BACKBONES  # the pretrained backbones that build offline
 LOCK_WAIT_SECONDS = 3 * 3600.0  # a full extraction on 2 cores takes tens of minutes
 
 

