@@ -267,13 +267,18 @@ def test_imagenet_weights_match_numpy_reference(imagenet_state):
                          numpy_reference_logits(imagenet_state, image))
 
 
-def test_imagenet_weights_label_sample_photos(imagenet_state):
+def _sample_photo_probabilities(state, variant="lite0"):
+    """ImageNet class probabilities of scikit-image's chelsea (a cat) and coffee at 224 px."""
     skimage_data = pytest.importorskip("skimage.data")
     images = np.stack([_centre_crop(skimage_data.chelsea(), 224),
                        _centre_crop(skimage_data.coffee(), 224)])
-    logits = _keras_logits(imagenet_state, images)
+    logits = _keras_logits(state, images, variant)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
+    return probabilities / probabilities.sum(-1, keepdims=True)
+
+
+def test_imagenet_weights_label_sample_photos(imagenet_state):
+    probabilities = _sample_photo_probabilities(imagenet_state)
     cat, coffee = probabilities.argmax(-1)
     assert cat == 285  # Egyptian cat (the tabby classes 281 and 282 follow)
     assert probabilities[0, 281:286].sum() > 0.8  # the domestic cat classes together
@@ -294,10 +299,6 @@ def test_lite2_imagenet_weights_match_numpy_reference_and_label_sample_photos(li
     image = _centre_crop(skimage_data.coffee(), 64)[None]
     _assert_logits_close(_keras_logits(lite2_imagenet_state, image, "lite2"),
                          numpy_reference_logits(lite2_imagenet_state, image, "lite2"))
-    images = np.stack([_centre_crop(skimage_data.chelsea(), 224),
-                       _centre_crop(skimage_data.coffee(), 224)])
-    logits = _keras_logits(lite2_imagenet_state, images, "lite2")
-    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
+    probabilities = _sample_photo_probabilities(lite2_imagenet_state, "lite2")
     assert tuple(probabilities.argmax(-1)) == (285, 967)  # Egyptian cat, espresso
     assert probabilities[0, 281:286].sum() > 0.9 and probabilities[1, 967] > 0.9
