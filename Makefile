@@ -61,7 +61,9 @@ report: $(BIN)/tinymatch
 # The committed reference: train, store the weights at float16 precision (each model file under
 # 5 MB) before anything is evaluated, render the report from exactly those weights, publish it
 # (reports/report.html, reports/report.pdf, figs/: the only target that writes them) and keep the
-# run's config, metrics and both models in reports/reference/.
+# run's config, metrics and both models in reports/reference/. With STUDY and ABLATION, their study.db
+# and ablation.json are kept as reports/study/ and reports/ablation/, so a later re-render can pass
+# STUDY=reports/study ABLATION=reports/ablation (run directories are not committed).
 reference: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || $(TM) download --data "$(DATA)"
 	$(TM) train --profile $(PROFILE) --data "$(DATA)" --out $(RUN_DIR)

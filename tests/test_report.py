@@ -186,6 +186,27 @@ def test_repeats_of_the_recipe_with_other_seeds_replace_the_one_run_caveat(tmp_p
     assert "**One run.**" in report.conclusion_markdown(run, [main, other_recipe])
 
 
+def test_a_time_budgeted_recipe_on_a_machine_of_another_speed_is_not_a_seed_repeat(tmp_path):
+    """Under a time budget the machine sets the steps: the same recipe with 5x the steps (an AVX-512
+    machine against an AVX2 one) is not a repeat for the seed spread; 1.28x (two seeds on one
+    machine kind) is; a budgeted run without a training summary cannot be shown comparable."""
+    def budgeted(name, seed, steps):
+        run_dir = _fake_run(tmp_path / name, "semihard", 0.7)
+        Config.from_profile("smoke", seed=seed, steps_per_epoch=0, time_budget_minutes=45.0).save(
+            run_dir / "config.json")
+        if steps:
+            (run_dir / "training.json").write_text(json.dumps(dict(epochs_run=2, budget_plan=[
+                dict(from_epoch=1, steps_per_epoch=steps, step_seconds=0.3, source="calibration")])))
+        return run_dir
+
+    main = budgeted("main", 1337, 1600)
+    same_machine, fast_machine, unknown = (budgeted("same", 1338, 2050), budgeted("fast", 1338, 8000),
+                                           budgeted("unknown", 1338, 0))
+    run = report.read_run(main)
+    assert [Path(r["run_dir"]).name for r in report.repeat_runs(run, [same_machine, fast_machine, unknown])] == [
+        "same"]
+
+
 def test_transfer_table_sets_scratch_beside_pretrained_with_the_imagenet_caveat(tmp_path):
     scratch = _fake_run(tmp_path / "scratch", "semihard", 0.85)
     assert "No run with a pretrained backbone" in report.transfer_markdown([scratch])
@@ -493,6 +514,29 @@ def test_publish_copies_the_report_and_figures_and_nothing_else(tmp_path):
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["report.html", "report.pdf"]
 
 
+def test_publish_keeps_the_study_and_ablation_files_the_report_read(tmp_path):
+    """Run directories are not committed: the study's study.db and the ablation's ablation.json go
+    beside the published report, so a later re-render can pass them again (--study reports/study)."""
+    paths = _rendered_run(tmp_path / "run")
+    study, ablation = tmp_path / "runs" / "studies" / "s", tmp_path / "runs" / "ablation"
+    study.mkdir(parents=True), ablation.mkdir(parents=True)
+    (study / "study.db").write_bytes(b"SQLite format 3")
+    (study / "trials").mkdir()  # trial run directories stay behind
+    (ablation / "ablation.json").write_text("{}")
+    reports = tmp_path / "reports"
+    published = report.publish(paths.path, reports, tmp_path / "figs", study_dir=study, ablation_dir=ablation)
+    assert published["study"] == reports / "study" / "study.db"
+    assert published["study"].read_bytes() == b"SQLite format 3"
+    assert published["ablation"].read_text() == "{}"
+    assert sorted(p.name for p in (reports / "study").iterdir()) == ["study.db"]
+    # re-rendering from the published copies publishes them onto themselves: kept, not emptied
+    again = report.publish(paths.path, reports, tmp_path / "figs", study_dir=reports / "study",
+                           ablation_dir=reports / "ablation")
+    assert again["study"].read_bytes() == b"SQLite format 3" and again["ablation"].read_text() == "{}"
+    with pytest.raises(FileNotFoundError, match="ablation.json"):
+        report.publish(paths.path, reports, tmp_path / "figs", ablation_dir=tmp_path / "nowhere")
+
+
 def test_publish_refuses_a_run_without_a_rendered_report(tmp_path):
     with pytest.raises(FileNotFoundError, match="report.html"):
         report.publish(tmp_path / "empty", tmp_path / "reports", tmp_path / "figs")
@@ -521,6 +565,46 @@ def test_cli_report_writes_the_run_dir_and_publishes_with_publish(tmp_path, monk
     assert cli.main(common + ["--out", str(tmp_path / "run2"), "--publish"]) == 0
     assert (reports / "report.html").is_file() and sorted(p.name for p in figs.iterdir()) == ["roc.png", "samples.png"]
     assert f"published html: {reports / 'report.html'}" in capsys.readouterr().out
+
+
+def _epoch(number, phase="warmup", auc=0.6):
+    return dict(epoch=number, phase=phase, loss=7.25, accuracy=0.1, active_fraction=0.5,
+                mean_positive_distance=0.4, mean_negative_distance=0.5, val_auc=auc, lr=0.004, seconds=171.4)
+
+
+def test_epoch_echo_prints_each_new_epoch_once_and_not_the_earlier_ones(tmp_path):
+    """While 02_train runs, the console gets one line per epoch that history.csv gains (the
+    kernel's own output goes to the notebook); epochs of a resumed run's earlier session are not
+    repeated, and the epoch written just before the notebook ends is not lost."""
+    import time
+
+    from tinymatch.report.pipeline import EpochEcho
+    from tinymatch.rundir import write_history
+
+    write_history(tmp_path, [_epoch(1)])
+    lines = []
+    with EpochEcho(tmp_path, interval=0.01, write=lines.append):
+        write_history(tmp_path, [_epoch(1), _epoch(2, auc=0.65)])
+        deadline = time.monotonic() + 10
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+        write_history(tmp_path, [_epoch(1), _epoch(2, auc=0.65), _epoch(3, "triplet", 0.7)])
+    assert lines == ["    epoch 2 (warmup): loss 7.2500, val AUC 0.6500, lr 0.004, 171 s",
+                     "    epoch 3 (triplet): loss 7.2500, val AUC 0.7000, lr 0.004, 171 s"]
+
+
+def test_epoch_echo_is_silent_when_disabled_or_without_a_history(tmp_path):
+    from tinymatch.report.pipeline import EpochEcho, epoch_line
+    from tinymatch.rundir import write_history
+
+    lines = []
+    with EpochEcho(tmp_path / "no-run-yet", interval=0.01, write=lines.append) as echo:
+        assert echo.poll() == 0
+    with EpochEcho(tmp_path, enabled=False, write=lines.append):
+        write_history(tmp_path, [_epoch(1)])
+    assert lines == []
+    assert epoch_line({"epoch": 1.0, "phase": "triplet", "val_auc": ""}) == (
+        "    epoch 1 (triplet): loss -, val AUC -, lr -, - s")
 
 
 # --- the smoke profile, end to end ----------------------------------------------------------------

@@ -208,7 +208,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                                     ablation_dir=args.ablation)
         if args.publish:  # the only way a run reaches the committed reports/ and figs/
             outputs.update({f"published {name}": path for name, path in
-                            report.publish(outputs["run_dir"], args.reports_dir, args.figs_dir).items()})
+                            report.publish(outputs["run_dir"], args.reports_dir, args.figs_dir,
+                                           study_dir=args.study, ablation_dir=args.ablation).items()})
     except report.ReportError as err:
         # A failed notebook: one line naming it and the executed copy that holds the traceback.
         print(f"tinymatch report: error: {err}", file=sys.stderr)

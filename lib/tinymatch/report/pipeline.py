@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,7 +32,7 @@ from tinymatch.config import Config
 from tinymatch.io_utils import atomic_path
 from tinymatch.report.notebook import default_run_dir, prepare_data
 from tinymatch.report.render import ReportError, find_chromium, render_html, render_pdf
-from tinymatch.rundir import AblationDir, RunDir, StudyDir
+from tinymatch.rundir import AblationDir, RunDir, StudyDir, read_history
 
 NOTEBOOKS = ("01_data", "02_train", "03_evaluate", "04_embeddings", "report")
 NOTEBOOK_PURPOSE = {
@@ -83,8 +84,9 @@ def run_report(config: Config, run_dir=None, pdf: bool = True, progress: bool = 
     for number, name in enumerate(NOTEBOOKS, start=1):
         note = _training_note(config, paths.path) if name == "02_train" else ""
         _say(progress, f"[{number}/{len(NOTEBOOKS)}] {name}: {NOTEBOOK_PURPOSE[name]}{note} ...")
-        seconds = execute_notebook(notebooks_dir / f"{name}.ipynb", paths.notebooks / f"{name}.ipynb",
-                                   parameters, progress=progress)
+        with EpochEcho(paths.path, enabled=progress and name == "02_train"):
+            seconds = execute_notebook(notebooks_dir / f"{name}.ipynb", paths.notebooks / f"{name}.ipynb",
+                                       parameters, progress=progress)
         _say(progress, f"[{number}/{len(NOTEBOOKS)}] {name}: done in {seconds:.0f} s")
     outputs = {"run_dir": paths.path, "notebooks": paths.notebooks, "figs": paths.figs}
     _say(progress, "rendering report.html ...")
@@ -96,12 +98,17 @@ def run_report(config: Config, run_dir=None, pdf: bool = True, progress: bool = 
     return outputs
 
 
-def publish(run_dir, reports_dir="reports", figs_dir="figs") -> dict[str, Path]:
+def publish(run_dir, reports_dir="reports", figs_dir="figs", *, study_dir=None,
+            ablation_dir=None) -> dict[str, Path]:
     """Copy a rendered run's report.html (report.pdf when there is one) into `reports_dir` and its
     figures (PNG) into `figs_dir`: the one step that writes the committed report.
 
+    With the study and ablation the report was rendered with, their one file the report reads
+    (study.db, ablation.json) is kept too, as reports_dir/study/ and reports_dir/ablation/: run
+    directories are not committed, and without these a later re-render would lose both parts
+    (it happened once: the study behind the published report was gone with its runs/).
     Each file is replaced atomically; files of `figs_dir` the run has no figure for are kept.
-    Returns {what: path} of the copies ("html", "pdf", and "figs" for the folder).
+    Returns {what: path} of the copies ("html", "pdf", "study", "ablation", and "figs" for the folder).
     """
     paths = RunDir(run_dir)
     if not paths.report_html.is_file():
@@ -117,7 +124,19 @@ def publish(run_dir, reports_dir="reports", figs_dir="figs") -> dict[str, Path]:
     for figure in figures:
         _copy(figure, figs_dir / figure.name)
     published["figs"] = figs_dir
+    kept = (("study", study_dir and StudyDir(study_dir).storage),
+            ("ablation", ablation_dir and AblationDir(ablation_dir).summary))
+    for name, source in kept:
+        if source:
+            target = reports_dir / name / source.name
+            if not source.is_file():
+                raise FileNotFoundError(f"--{name} {source.parent}: {source} not found")
+            published[name] = target if _same_file(source, target) else _copy(source, target)
     return published
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return b.exists() and a.resolve() == b.resolve()
 
 
 def _copy(source: Path, target: Path) -> Path:
@@ -192,6 +211,70 @@ def _kernel_manager_logging_to(log):
     return LoggingKernelManager
 
 
+def epoch_line(row: Mapping[str, Any]) -> str:
+    """One console line for a finished epoch (a history.csv row)."""
+    def number(key, spec):
+        value = row.get(key)
+        return format(value, spec) if isinstance(value, float) else "-"
+    return (f"    epoch {number('epoch', '.0f')} ({row.get('phase', '?')}): loss {number('loss', '.4f')}, "
+            f"val AUC {number('val_auc', '.4f')}, lr {number('lr', '.2g')}, {number('seconds', '.0f')} s")
+
+
+class EpochEcho:
+    """Print each epoch that history.csv gains while a notebook trains.
+
+    Why: the kernel's own output goes into the executed notebook and its log, so without this a
+    45-minute training cell shows only papermill's cell bar. The epochs are read from the file the
+    run already writes atomically after every epoch; the notebook and the training code are unchanged.
+    """
+
+    def __init__(self, run_dir, *, enabled: bool = True, interval: float = 5.0, write=None):
+        self.run_dir, self.enabled, self.interval = Path(run_dir), enabled, interval
+        self.write = write or _tqdm_write
+        self._stop = threading.Event()
+        self._thread = None
+        self._seen = 0
+
+    def __enter__(self):
+        if self.enabled:
+            self._seen = len(self._rows())  # a resumed or reused run's earlier epochs are not news
+            self._thread = threading.Thread(target=self._watch, name="tinymatch-epoch-echo", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.poll()  # the last epoch can land between two polls
+        return False
+
+    def _watch(self):
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def _rows(self) -> list[dict]:
+        try:
+            return read_history(self.run_dir)
+        except (OSError, ValueError):  # (a damaged file is the training's to report, not ours)
+            return []
+
+    def poll(self) -> int:
+        """Print the rows not printed yet; returns how many were printed."""
+        rows = self._rows()
+        new = rows[self._seen:]
+        for row in new:
+            self.write(epoch_line(row))
+        self._seen = max(self._seen, len(rows))
+        return len(new)
+
+
+def _tqdm_write(line: str) -> None:
+    from tqdm import tqdm  # papermill's cell bar is a tqdm bar: write above it, not through it
+
+    tqdm.write(line)
+
+
 def _training_note(config: Config, run_dir: Path) -> str:
     # Imported here: tinymatch.train imports TensorFlow (7.8 s), needed only for this check.
     with _native_stderr_silenced():  # TensorFlow's C++ start-up lines are not progress
@@ -219,4 +302,4 @@ def _say(progress: bool, message: str) -> None:
 
 
 __all__ = ["NOTEBOOKS", "NOTEBOOK_PURPOSE", "run_report", "publish", "default_notebooks_dir",
-           "notebook_parameters", "execute_notebook"]
+           "notebook_parameters", "execute_notebook", "EpochEcho", "epoch_line"]
