@@ -117,6 +117,12 @@ def publish(run_dir, reports_dir="reports", figs_dir="figs", *, study_dir=None,
     figures = sorted(paths.figs.glob("*.png"))
     if not figures:
         raise FileNotFoundError(f"{paths.figs}: no figures to publish (render the run's report first)")
+    kept = {name: source for name, source in (("study", study_dir and StudyDir(study_dir).storage),
+                                               ("ablation", ablation_dir and AblationDir(ablation_dir).summary))
+            if source}
+    for name, source in kept.items():  # checked before anything is copied: all or nothing
+        if not source.is_file():
+            raise FileNotFoundError(f"--{name} {source.parent}: {source} not found")
     reports_dir, figs_dir = Path(reports_dir), Path(figs_dir)
     published = {"html": _copy(paths.report_html, reports_dir / paths.report_html.name)}
     if paths.report_pdf.is_file():
@@ -124,19 +130,11 @@ def publish(run_dir, reports_dir="reports", figs_dir="figs", *, study_dir=None,
     for figure in figures:
         _copy(figure, figs_dir / figure.name)
     published["figs"] = figs_dir
-    kept = (("study", study_dir and StudyDir(study_dir).storage),
-            ("ablation", ablation_dir and AblationDir(ablation_dir).summary))
-    for name, source in kept:
-        if source:
-            target = reports_dir / name / source.name
-            if not source.is_file():
-                raise FileNotFoundError(f"--{name} {source.parent}: {source} not found")
-            published[name] = target if _same_file(source, target) else _copy(source, target)
+    for name, source in kept.items():
+        target = reports_dir / name / source.name
+        # (re-rendering from the published copies passes them back in: nothing to copy)
+        published[name] = target if target.resolve() == source.resolve() else _copy(source, target)
     return published
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return b.exists() and a.resolve() == b.resolve()
 
 
 def _copy(source: Path, target: Path) -> Path:
