@@ -61,9 +61,10 @@ report: $(BIN)/tinymatch
 # The committed reference: train, store the weights at float16 precision (each model file under
 # 5 MB) before anything is evaluated, render the report from exactly those weights, publish it
 # (reports/report.html, reports/report.pdf, figs/: the only target that writes them) and keep the
-# run's config, metrics and both models in reports/reference/. With STUDY and ABLATION, their study.db
-# and ablation.json are kept as reports/study/ and reports/ablation/, so a later re-render can pass
-# STUDY=reports/study ABLATION=reports/ablation (run directories are not committed).
+# run's config, metrics, history, training summary and both models in reports/reference/. With
+# STUDY and ABLATION, their study.db and ablation.json are kept as reports/study/ and
+# reports/ablation/, so a later re-render can pass STUDY=reports/study ABLATION=reports/ablation
+# (run directories are not committed).
 reference: $(BIN)/tinymatch
 	@[ -e "$(DATA)" ] || $(TM) download --data "$(DATA)"
 	$(TM) train --profile $(PROFILE) --data "$(DATA)" --out $(RUN_DIR)
@@ -71,7 +72,8 @@ reference: $(BIN)/tinymatch
 	  else $(TM) half-precision $(RUN_DIR); fi
 	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)" STUDY="$(STUDY)" ABLATION="$(ABLATION)" REPORT_FLAGS=--publish
 	mkdir -p reports/reference
-	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/model.keras $(RUN_DIR)/siamese.keras reports/reference/
+	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/history.csv $(RUN_DIR)/training.json \
+	  $(RUN_DIR)/model.keras $(RUN_DIR)/siamese.keras reports/reference/
 
 # JupyterLab refuses to start as root unless told; the README's setup runs as root.
 lab: $(BIN)/tinymatch

@@ -334,7 +334,7 @@ Markdown(report.ablation_markdown(ablation_dir) if ablation_dir else
 # ### Tuning study: how the recipe's hyperparameters were searched
 
 # %%
-Markdown(report.study_markdown(study_dir, figs) if study_dir else
+Markdown(report.study_markdown(study_dir, figs, run_config=run["config"]) if study_dir else
          "*No tuning study was given to this report (`make report STUDY=runs/studies/NAME` after "
          "`tinymatch tune`).*")
 

@@ -21,7 +21,7 @@ def smoke_config(**overrides):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A run dir with a random-weights smoke model.keras, siamese.keras and config.json."""
+    """A run dir with a random-weights smoke model.keras, siamese.keras, training.json and config.json."""
     from tinymatch import model as model_module
 
     run = tmp_path_factory.mktemp("run")
@@ -30,6 +30,7 @@ def run_dir(tmp_path_factory):
     embedding = model_module.build_embedding_model(config)
     embedding.save(run / "model.keras")
     model_module.build_siamese_model(embedding, threshold=0.8).save(run / "siamese.keras")
+    (run / "training.json").write_text(json.dumps({"threshold": 0.8}))  # what training chose
     config.save(run / "config.json")
     return run
 
@@ -105,7 +106,9 @@ def test_evaluate_run_writes_metrics_pairs_and_plot_arrays(run_dir, protocol):
     assert ev.stored_threshold(run_dir)[0] == pytest.approx(stored["threshold"], abs=1e-6)
     siamese = stored["siamese"]
     assert siamese["threshold"] == stored["threshold"]
-    assert isinstance(siamese["threshold_from_training"], float)  # what siamese.keras held before
+    # training's threshold, also when this run dir is evaluated again (the second protocol), by
+    # which time siamese.keras holds the first evaluation's
+    assert siamese["threshold_from_training"] == pytest.approx(0.8)
     for name in ("seen", "unseen") if protocol == "joint" else ("seen",):
         check = siamese[name]
         assert check["agreement"] == 1.0 and check["max_distance_difference"] < 1e-4

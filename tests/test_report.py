@@ -288,7 +288,7 @@ def test_parts_a_report_lacks_take_no_number(tmp_path):
     tables.leave_out(report.absent_tables({"config": None}, study=False, ablation=False))
     present = [name for name, _ in report.TABLES if name not in
                {"errors_intervals", "errors_classes", "errors_operating_points", "errors_confused",
-                "ablation_auc", "ablation_p1", "study_space", "study_best"}]
+                "ablation_auc", "ablation_p1", "study_space", "study_best", "study_recipe"}]
     assert [tables.numbers[name] for name in present] == list(range(1, len(present) + 1))
     assert "ablation_auc" not in tables.numbers
     assert report.absent_tables({"error_analysis": {"protocols": {}}}, study=True, ablation=True) == (

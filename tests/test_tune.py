@@ -9,7 +9,7 @@ from interrupts import Interrupt, KillAfterEpoch
 from tinymatch import rundir
 from tinymatch.config import Config
 from tinymatch.search_space import (CATEGORICAL, FLOAT, NOT_YET_SEARCHABLE, Dimension, search_space,
-                                    search_space_rows, suggest, trial_config)
+                                    search_space_rows, space_values, suggest, trial_config)
 from tinymatch.train import train
 
 optuna = pytest.importorskip("optuna")  # the `tune` extra
@@ -112,6 +112,24 @@ def test_report_study_part_cites_the_study_and_draws_its_figures(resumed_study, 
         assert f"| {row['parameter']} |" in text
     best_rows = [line for line in study_report.best_trials_table(study_dir).splitlines()[2:]]
     assert best_rows[0].startswith(f"| {summary['best_trial']} |")  # ranked by the objective
+
+
+def test_report_sets_the_run_recipe_beside_the_best_trials(resumed_study):
+    from tinymatch.report import study as study_report
+    study_dir = resumed_study[0]
+    best = Config.load(study_dir / "best_config.json")
+    table, outside = study_report.recipe_table(study_dir, best)
+    assert outside == 0
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    assert set(rows) == {"learning_rate", "margin"}  # the dimensions the study searched
+    assert rows["margin"][1] == rows["margin"][2] == f"{best.margin:.2g}"  # this run = best trial
+    assert rows["margin"][4].startswith("yes")
+    far = Config.load(study_dir / "best_config.json").to_dict() | {"margin": 0.9}
+    table, outside = study_report.recipe_table(study_dir, Config.from_dict(far))
+    assert outside == 1 and "| 0.9 |" in table and "**no**" in table
+    text = study_report.study_markdown(study_dir, run_config=Config.from_dict(far))
+    assert "1 of its 2 searched parameters lies outside" in text and "| this run |" in text
+    assert "| this run |" not in study_report.study_markdown(study_dir)  # no run, no table
 
 
 def test_resume_with_another_setup_is_refused(resumed_study, synthetic_dir, synthetic_dataset):
@@ -266,6 +284,27 @@ def test_trial_config_maps_relative_params():
     assert (config.warmup_epochs, config.epochs) == (9, 8)  # 8.5 rounds half up
     assert (config.classes_per_batch, config.images_per_class) == (16, 8)
     assert trial_config(base, dict(warmup_share=0.9)).epochs >= 1
+
+
+def test_space_values_invert_trial_config():
+    """A config read back in the space's terms gives the params that made it (the warm-up share is
+    exact here: 0.3 of 10 epochs), and conditional dimensions whose condition fails are left out."""
+    base = Config.from_profile("cpu", warmup_epochs=5, epochs=5)
+    params = dict(learning_rate=4e-3, finetune_lr_ratio=0.25, lr_schedule="linear", warmup_share=0.3,
+                  margin=0.2, warmup_head="cosface", warmup_margin=0.1, warmup_scale=16.0,
+                  label_smoothing=0.1, triplet_softmax_weight=0.5, optimizer="adamw",
+                  weight_decay=1e-3, ema_decay=0.99, embedding_dim=256, width=32,
+                  images_per_class=4, image_size=48, stem_stride=1)
+    assert set(params) == {d.name for d in search_space()}  # every dimension is checked
+    values = space_values(trial_config(base, params))
+    assert values.keys() == params.keys()
+    for name, value in params.items():
+        assert values[name] == (pytest.approx(value) if isinstance(value, float) else value), name
+    plain = space_values(Config.from_profile("cpu", warmup_head="normface", warmup_margin=0.0,
+                                             optimizer="adam", finetune_learning_rate=0.0))
+    assert "warmup_margin" not in plain and "weight_decay" not in plain
+    assert plain["finetune_lr_ratio"] == 1.0  # 0 means "the warm-up's rate"
+    assert plain["warmup_share"] == pytest.approx(12 / 17)
 
 
 def test_search_space_rows_are_a_table():

@@ -549,9 +549,12 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     # tuning study `cpu-short` (benchmarks/README.md, "Tuning study cpu-short"), rounded: a CosFace
     # warm-up (scale 12, margin 0.25, label smoothing 0.05) for 12 of 17 epochs at a peak rate of
     # 5e-3, then semi-hard triplets (margin 0.35) at 1e-3 with the classification loss kept on at
-    # weight 0.8, P x K = 64 x 2, EMA weights (0.99). The study's trials were cut before any
-    # schedule ended, so its `constant` winner says nothing about the end of a run; the profile
-    # decays linearly to zero (budgeted training, Li et al. 2020). float32: bfloat16 was slower
+    # weight 0.8, P x K = 64 x 2, EMA weights (0.99). The first study's trials were cut before
+    # any schedule ended, so its `constant` winner says nothing about the end of a run; the profile
+    # decays linearly to zero (budgeted training, Li et al. 2020). The study run again on an
+    # AVX-512 machine, whose trials were not cut, prefers a larger CosFace scale with a smaller
+    # margin, the softmax term at 0.1-0.3 and no EMA (benchmarks/README.md, "The study run again",
+    # with its winner at full length). float32: bfloat16 was slower
     # on both CPU kinds measured (benchmarks/README.md, "Precision").
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, image_size=64, stem_stride=2,

@@ -384,8 +384,12 @@ def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, proto
     if not run.siamese.is_file():
         return result
     siamese = model_module.load_model(run.siamese)
-    result["threshold_from_training"] = float(model_module.siamese_threshold(siamese))
-    if result["threshold_from_training"] != float(threshold):
+    held = float(model_module.siamese_threshold(siamese))
+    # training.json keeps what training chose: siamese.keras holds an earlier evaluation's threshold
+    # once a run has been evaluated, and a re-evaluation must not report that as training's.
+    training = read_json(run.training) if run.training.is_file() else {}
+    result["threshold_from_training"] = float(training.get("threshold", held))
+    if held != float(threshold):
         embedding = model_module.embedding_from_siamese(siamese)
         siamese = model_module.build_siamese_model(embedding, float(threshold), config.distance_metric)
         save_model(siamese, run.siamese, clone=False)

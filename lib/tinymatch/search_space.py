@@ -152,6 +152,27 @@ def trial_config(base: Config, params: dict[str, Any]) -> Config:
     return Config.from_dict(values)
 
 
+def space_values(config: Config, space: tuple[Dimension, ...] | None = None) -> dict[str, Any]:
+    """`config` in the search space's terms (the inverse of `trial_config`): each dimension's value,
+    the relative ones computed from the fields they set (warmup_share = warm-up epochs / all
+    epochs, finetune_lr_ratio = triplet-phase peak rate / learning_rate). A conditional dimension
+    whose condition the config does not meet is left out, as a trial would not have drawn it.
+    Why: a recipe that was not itself a trial (a profile rounded from the best trials) can be set
+    beside the trials in one table."""
+    space = space if space is not None else search_space()
+    values = config.to_dict()
+    total = config.warmup_epochs + config.epochs
+    derived = {"warmup_share": config.warmup_epochs / total if total else 0.0,
+               "finetune_lr_ratio": (config.finetune_learning_rate or config.learning_rate)
+               / config.learning_rate}
+    out = {}
+    for dim in space:
+        if dim.when and values.get(dim.when[0]) != dim.when[1]:
+            continue
+        out[dim.name] = derived[dim.name] if dim.name in derived else values[dim.name]
+    return out
+
+
 def search_space_rows(space: tuple[Dimension, ...] | None = None) -> list[dict[str, str]]:
     """The space as table rows (parameter, kind, values, scale, when, sets); default: cpu profile."""
     return [dim.row() for dim in (space if space is not None else search_space())]
@@ -167,5 +188,5 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-__all__ = ["Dimension", "NOT_YET_SEARCHABLE", "search_space", "search_space_rows", "suggest",
+__all__ = ["Dimension", "NOT_YET_SEARCHABLE", "search_space", "search_space_rows", "space_values", "suggest",
            "trial_config"]

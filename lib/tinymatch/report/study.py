@@ -93,8 +93,65 @@ def best_trials_table(study_dir, top: int = 5, *, trial_rows=None) -> str:
                            "margin", "s"), shown)
 
 
-def study_markdown(study_dir, figs=None) -> str:
-    """The study's prose: setup, budget, outcome, the search space and the best trials."""
+def _value(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2g}"
+    return str(value)
+
+
+def _span(values: list, categorical: bool) -> str:
+    """The best trials' values: low - high for a float range, the distinct values otherwise."""
+    if not values:
+        return "-"
+    if not categorical:
+        low, high = min(values), max(values)
+        return _value(low) if low == high else f"{_value(low)} - {_value(high)}"
+    distinct = set(values)
+    try:
+        ordered = sorted(distinct)
+    except TypeError:  # mixed kinds
+        ordered = sorted(distinct, key=str)
+    return ", ".join(_value(v) for v in ordered)
+
+
+def _inside(value, values: list, categorical: bool) -> bool:
+    if categorical:
+        return value in values
+    return min(values) - 1e-9 <= value <= max(values) + 1e-9
+
+
+def recipe_table(study_dir, run_config, top: int = 5, *, facts=None) -> tuple[str, int]:
+    """The run's recipe in the study's terms (`search_space.space_values`) beside the best trial and
+    the `top` best complete trials' values; returns the table and how many searched parameters of
+    the run lie outside the best trials' values. Why: a recipe rounded from the best trials, or
+    chosen before a study was re-run, is then checked against the study the report shows."""
+    from tinymatch.search_space import space_values
+
+    facts = study_facts(study_dir) if facts is None else facts
+    complete = sorted((r for r in facts["trial_rows"] if r["state"] == "COMPLETE" and r["value"] is not None),
+                      key=lambda r: -r["value"])[:top]
+    run_values = space_values(run_config)
+    best = complete[0]["params"] if complete else {}
+    rows, outside = [], 0
+    for dimension in facts["search_space"]:
+        parameter, categorical = dimension["parameter"], dimension["kind"] == "categorical"
+        values = [r["params"][parameter] for r in complete if parameter in r["params"]]
+        value = run_values.get(parameter)
+        inside = "-" if value is None or not values else (
+            "yes" if _inside(value, values, categorical) else "**no**")
+        outside += inside == "**no**"
+        rows.append((parameter, _value(value), _value(best.get(parameter)), _span(values, categorical),
+                     inside))
+    table = markdown_table(("parameter", "this run", "best trial", f"{len(complete)} best trials",
+                            "within them"), rows, align="lllll")
+    return table, outside
+
+
+def study_markdown(study_dir, figs=None, run_config=None) -> str:
+    """The study's prose: setup, budget, outcome, the search space and the best trials; with
+    `run_config`, also the run's recipe beside the best trials (`recipe_table`)."""
     f = study_facts(study_dir)
     budget = f["trial_minutes"]
     steps = f["base_epochs"] * f["base_steps"]
@@ -104,7 +161,8 @@ def study_markdown(study_dir, figs=None) -> str:
         f"{f['trials_failed']} failed). Every trial is an ordinary training run of its own "
         f"({f['base_epochs']} epochs of {f['base_steps']} steps planned, {fmt(steps)} steps in "
         f"all) stopped after {fmt(budget, 1)} minutes of wall time if it is not done by then "
-        f"({f['trials_budget_cut']} trials were cut), so a cheaper configuration gets more steps "
+        f"({f['trials_budget_cut']} {'trial was' if f['trials_budget_cut'] == 1 else 'trials were'} "
+        "cut), so a cheaper configuration gets more steps "
         "in the same time. The objective is the best validation pair ROC AUC of the `joint` "
         "protocol; no test part was looked at. The sampler is TPE (seeded; its first trials are "
         "random), and the median pruner stops a trial whose validation AUC after an epoch is "
@@ -125,6 +183,18 @@ def study_markdown(study_dir, figs=None) -> str:
                 "the best complete trials.")
     text += ["", TABLE_NUMBERS.markdown("study_space", search_space_table(f)), "",
              TABLE_NUMBERS.markdown("study_best", best_trials_table(study_dir, trial_rows=f["trial_rows"]))]
+    if run_config is not None:
+        table, outside = recipe_table(study_dir, run_config, facts=f)
+        verdict = ("No trial completed, so there is nothing to set it beside." if f["best_trial"] is None
+                   else "Every searched parameter of this run lies within the best trials' values."
+                   if not outside else
+                   f"{outside} of its {len(f['search_space'])} searched parameters "
+                   f"{'lies' if outside == 1 else 'lie'} outside the best trials' values: the "
+                   "recipe is not this study's winner, and the study's short trials cannot say "
+                   "which is better at full length.")
+        text += ["", f"{TABLE_NUMBERS.ref('study_recipe')} sets this run's recipe, in the study's "
+                 f"terms, beside the best trial and the best complete trials. {verdict}", "",
+                 TABLE_NUMBERS.markdown("study_recipe", table)]
     return "\n".join(text)
 
 
@@ -133,4 +203,4 @@ def _param(params: dict, name: str, pattern: str = "{}") -> str:
 
 
 __all__ = ["STUDY_FIGURE_STEMS", "save_study_figures", "study_facts", "search_space_table",
-           "best_trials_table", "study_markdown"]
+           "best_trials_table", "recipe_table", "study_markdown"]

@@ -98,7 +98,7 @@ OPTIONAL_FIGURES = frozenset(ERROR_FIGURES + STUDY_FIGURES + PROJECTOR_SCREENSHO
 PALETTE_FIGURES = frozenset(PROJECTOR_SCREENSHOTS)
 ERROR_TABLES = ("errors_intervals", "errors_classes", "errors_operating_points", "errors_confused")
 ABLATION_TABLES = ("ablation_auc", "ablation_p1")
-STUDY_TABLES = ("study_space", "study_best")
+STUDY_TABLES = ("study_space", "study_best", "study_recipe")
 
 
 @dataclass
@@ -191,6 +191,9 @@ TABLES = (  # (name, caption) in the order the report shows them: numbered like 
     ("study_space", "Tuning study: the search space, as the study stored it."),
     ("study_best", "Tuning study: the best complete trials (validation AUC at the short budget; s: "
                    "wall seconds of the trial)."),
+    ("study_recipe", "Tuning study: this run's recipe in the study's terms beside the best trial and "
+                     "the best complete trials (warmup_share: warm-up epochs / all epochs; "
+                     "finetune_lr_ratio: triplet-phase peak rate / learning rate)."),
     ("transfer", "From scratch and with a pretrained backbone (the unseen-class column starred)."),
     ("projector", "Files of the Embedding Projector export."),
     ("compute", "Wall time of every stage, as the run's files record it."),
