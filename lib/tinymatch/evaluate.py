@@ -54,7 +54,7 @@ from tinymatch.metrics import (  # noqa: F401  (re-exported: the evaluation API 
     verification_metrics,
 )
 from tinymatch.pairs import Pairs, make_pairs, pairs_for_config  # noqa: F401  (re-exported)
-from tinymatch.rundir import RunDir, write_evaluation_arrays
+from tinymatch.rundir import RunDir, read_json_if_present, write_evaluation_arrays
 
 
 class MissingThresholdError(ValueError):
@@ -387,7 +387,7 @@ def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, proto
     held = float(model_module.siamese_threshold(siamese))
     # training.json keeps what training chose: siamese.keras holds an earlier evaluation's threshold
     # once a run has been evaluated, and a re-evaluation must not report that as training's.
-    training = read_json(run.training) if run.training.is_file() else {}
+    training = read_json_if_present(run.training) or {}
     result["threshold_from_training"] = float(training.get("threshold", held))
     if held != float(threshold):
         embedding = model_module.embedding_from_siamese(siamese)

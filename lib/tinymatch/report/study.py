@@ -80,10 +80,8 @@ def best_trials_table(study_dir, top: int = 5, *, trial_rows=None) -> str:
     """The `top` complete trials by objective, with the parameters that matter most to the text
     (`trial_rows`: `tune.trial_rows(study_dir)` when the caller has read them already)."""
     trial_rows = _tune().trial_rows(study_dir) if trial_rows is None else trial_rows
-    rows = [r for r in trial_rows if r["state"] == "COMPLETE" and r["value"] is not None]
-    rows.sort(key=lambda r: -r["value"])
     shown = []
-    for r in rows[:top]:
+    for r in _best_complete(trial_rows, top):
         p = r["params"]
         shown.append((r["number"], fmt(r["value"]), _param(p, "learning_rate", "{:.2g}"),
                       _param(p, "warmup_share", "{:.1f}"), _param(p, "image_size"),
@@ -91,6 +89,12 @@ def best_trials_table(study_dir, top: int = 5, *, trial_rows=None) -> str:
                       fmt(r["seconds"], 0)))
     return markdown_table(("trial", "val AUC", "LR", "warm-up share", "px", "width", "dim",
                            "margin", "s"), shown)
+
+
+def _best_complete(trial_rows, top: int) -> list[dict]:
+    """The `top` complete trials, best objective first."""
+    complete = [r for r in trial_rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    return sorted(complete, key=lambda r: -r["value"])[:top]
 
 
 def _value(value) -> str:
@@ -108,12 +112,7 @@ def _span(values: list, categorical: bool) -> str:
     if not categorical:
         low, high = min(values), max(values)
         return _value(low) if low == high else f"{_value(low)} - {_value(high)}"
-    distinct = set(values)
-    try:
-        ordered = sorted(distinct)
-    except TypeError:  # mixed kinds
-        ordered = sorted(distinct, key=str)
-    return ", ".join(_value(v) for v in ordered)
+    return ", ".join(_value(v) for v in sorted(set(values)))  # one dimension's choices: one kind
 
 
 def _inside(value, values: list, categorical: bool) -> bool:
@@ -130,8 +129,7 @@ def recipe_table(study_dir, run_config, top: int = 5, *, facts=None) -> tuple[st
     from tinymatch.search_space import space_values
 
     facts = study_facts(study_dir) if facts is None else facts
-    complete = sorted((r for r in facts["trial_rows"] if r["state"] == "COMPLETE" and r["value"] is not None),
-                      key=lambda r: -r["value"])[:top]
+    complete = _best_complete(facts["trial_rows"], top)
     run_values = space_values(run_config)
     best = complete[0]["params"] if complete else {}
     rows, outside = [], 0
