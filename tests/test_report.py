@@ -154,6 +154,12 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     assert "Run `hard` kept a warm-up epoch" in text and "collapsed embedding" in text
     assert "Run `semihard` kept" not in text
     assert "second loss" in report.loss_comparison_markdown(runs[:1])
+    # A published run kept without its history: its epochs and minutes are unknown, not "0 + 0".
+    bare = _fake_run(tmp_path / "bare", "semihard", 0.9)
+    (bare / "history.csv").unlink()
+    bare_row = next(line for line in report.loss_comparison_table([bare]).splitlines()
+                    if line.startswith("| bare"))
+    assert "| 0.50 | n/a |" in bare_row and "0 + 0" not in bare_row
     # Several such runs: the explanation once, naming all of them.
     more = _fake_run(tmp_path / "hard2", "hard", 0.87)
     text = report.loss_comparison_markdown(runs + [more])

@@ -124,6 +124,13 @@ def test_report_sets_the_run_recipe_beside_the_best_trials(resumed_study):
     assert set(rows) == {"learning_rate", "margin"}  # the dimensions the study searched
     assert rows["margin"][1] == rows["margin"][2] == f"{best.margin:.2g}"  # this run = best trial
     assert rows["margin"][4].startswith("yes")
+    # A recipe written down from the trials with rounded values still lies within them; a value
+    # 1% past the best trials' largest does not.
+    top_margins = [r["params"]["margin"] for r in study_report._best_complete(
+        study_report.study_facts(study_dir)["trial_rows"], 5)]
+    for factor, expected in ((1 + 5e-4, 0), (1.01, 1)):
+        nudged = Config.from_dict(best.to_dict() | {"margin": max(top_margins) * factor})
+        assert study_report.recipe_table(study_dir, nudged)[1] == expected, factor
     far = Config.load(study_dir / "best_config.json").to_dict() | {"margin": 0.9}
     table, outside = study_report.recipe_table(study_dir, Config.from_dict(far))
     assert outside == 1 and "| 0.9 |" in table and "**no**" in table
@@ -277,7 +284,7 @@ def test_space_follows_the_base_config():
 
 
 def test_trial_config_maps_relative_params():
-    base = Config.from_profile("cpu")  # 12 warm-up + 5 triplet epochs, 64 x 2 batches
+    base = Config.from_profile("cpu")  # 17 epochs in all, 64 x 2 batches
     config = trial_config(base, dict(learning_rate=2e-3, finetune_lr_ratio=0.5, warmup_share=0.5,
                                      images_per_class=8, warmup_head="normface"))
     assert config.finetune_learning_rate == pytest.approx(1e-3)
@@ -301,7 +308,8 @@ def test_space_values_invert_trial_config():
     for name, value in params.items():
         assert values[name] == (pytest.approx(value) if isinstance(value, float) else value), name
     plain = space_values(Config.from_profile("cpu", warmup_head="normface", warmup_margin=0.0,
-                                             optimizer="adam", finetune_learning_rate=0.0))
+                                             optimizer="adam", finetune_learning_rate=0.0,
+                                             warmup_epochs=12, epochs=5))
     assert "warmup_margin" not in plain and "weight_decay" not in plain
     assert plain["finetune_lr_ratio"] == 1.0  # 0 means "the warm-up's rate"
     assert plain["warmup_share"] == pytest.approx(12 / 17)

@@ -115,10 +115,17 @@ def _span(values: list, categorical: bool) -> str:
     return ", ".join(_value(v) for v in sorted(set(values)))  # one dimension's choices: one kind
 
 
+# A recipe written down from a trial rounds its values (a CosFace scale of 44.8591 from the trial's
+# 44.859073...); a value within this relative distance of the best trials' span counts as inside.
+RECIPE_RELATIVE_TOLERANCE = 1e-3
+
+
 def _inside(value, values: list, categorical: bool) -> bool:
     if categorical:
         return value in values
-    return min(values) - 1e-9 <= value <= max(values) + 1e-9
+    low, high = min(values), max(values)
+    slack = RECIPE_RELATIVE_TOLERANCE * max(abs(low), abs(high)) + 1e-12
+    return low - slack <= value <= high + slack
 
 
 def recipe_table(study_dir, run_config, top: int = 5, *, facts=None) -> tuple[str, int]:

@@ -465,7 +465,8 @@ def loss_comparison_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         warmup, triplet = phase_epochs(history)
         seconds = _training_seconds(history)
         rows.append([Path(run_dir).name, f"{short_model_label(config)} ({number})", loss, fmt(config.margin, 2),
-                     f"{warmup} + {triplet}", best_epoch_label(run),
+                     # no history.csv kept (a published run's config and metrics alone): unknown
+                     f"{warmup} + {triplet}" if warmup + triplet else "n/a", best_epoch_label(run),
                      fmt(seconds / 60, 1) if np.isfinite(seconds) else "n/a", *_paired_test_cells(metrics)])
     table = markdown_table(["run", "model", "loss", "margin", "epochs (warm-up + triplet)", "kept epoch",
                             "training min", "seen AUC / P@1", "unseen AUC / P@1"], rows, align="lllrrlrrr")
