@@ -66,7 +66,7 @@ def test_budget_guard_stops_only_after_the_deadline():
 
 def test_fixed_steps_over_a_budgeted_profile_turn_its_budget_off(tmp_path):
     """A partial config, or a config.json saved before time budgets existed, that sets
-    steps_per_epoch over the cpu profile (45-minute budget) reads as fixed steps."""
+    steps_per_epoch over the cpu profile (44-minute budget) reads as fixed steps."""
     assert Config.from_profile("cpu").time_budget_minutes == 44.0
     fixed = Config.from_profile("cpu", steps_per_epoch=650)
     assert (fixed.steps_per_epoch, fixed.time_budget_minutes) == (650, 0.0)

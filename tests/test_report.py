@@ -851,7 +851,10 @@ def test_backbone_costs_come_from_the_benchmark_file(tmp_path):
     text = backbone_costs_markdown(path)
     assert "2 logical cores of Test CPU, on 2026-12-01" in text
     assert "from 6 training images a second (`resnet50`) to 100 (`compact`)" in text
-    assert "| `compact` @64 px | 2.0 | 69 | 100 | 4.5 |" in text  # 100 img/s x 45 min / 60,000
+    # passes over the 60,000 training images in the cpu profile's budget: 100 img/s x 44 min / 60,000
+    from tinymatch.report.tables import BUDGET_MINUTES
+    assert BUDGET_MINUTES == Config.from_profile("cpu").time_budget_minutes
+    assert f"| `compact` @64 px | 2.0 | 69 | 100 | {100 * BUDGET_MINUTES * 60 / 60_000:.1f} |" in text
     assert "| `resnet50` @64 px | 23.8 | 633 | 6 | 0.3 |" in text and "vgg16" not in text
     assert report.TABLE_NUMBERS.ref("backbone_costs") in text
     assert backbone_costs_markdown(tmp_path / "absent.json") == ""

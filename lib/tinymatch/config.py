@@ -546,13 +546,14 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     # included, ends inside 45 minutes: at a 45-minute budget it took 45.6). The network is the one
     # chosen by full-length runs (benchmarks/README.md, "CPU profile"): the compact CNN at width 48
     # (stages capped at 256 filters) with a stride-2 stem and a 1024-d embedding, flip-averaged
-    # embeddings at inference. Everything the tuning study searched is its best trial, unrounded
-    # (study `cpu-short` run again on an AVX-512 machine, trial 27; benchmarks/README.md, "The
-    # study run again"), confirmed by two seeds at full length ("The study's winner as the
-    # `cpu` profile"): 48-pixel images (the network runs at 24x24: 2.1x the steps of 64 px in the same
-    # minutes), a CosFace warm-up (scale 44.9, margin 0.044, no label smoothing) for 14 of 17
-    # epochs at a peak rate of 9.3e-3, then semi-hard triplets (margin 0.41) at 4e-3 with the
-    # classification loss kept on at weight 0.2, cosine decay to zero, P x K = 64 x 2, no EMA.
+    # embeddings at inference. Everything the tuning study searched is its best trial, written to
+    # four significant figures (study `cpu-short` run again on an AVX-512 machine, trial 27;
+    # benchmarks/README.md, "The study run again"), confirmed by two seeds at full length ("The
+    # study's winner as the `cpu` profile"): 48-pixel images (the network runs at 24x24; 1.8x the
+    # steps of 64 px in the same minutes: 14,590 against 8,191), a CosFace warm-up (scale 44.9,
+    # margin 0.044, no label smoothing) for 14 of 17 epochs at a peak rate of 9.3e-3, then
+    # semi-hard triplets (margin 0.41) at 4e-3 with the classification loss kept on at weight
+    # 0.2, cosine decay to zero, P x K = 64 x 2, no EMA.
     # float32: bfloat16 was slower on both CPU kinds measured (benchmarks/README.md, "Precision").
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, image_size=48, stem_stride=2,
