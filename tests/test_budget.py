@@ -168,3 +168,49 @@ def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
     assert session._replan_budget(0) and len(session.budget_plan) == 2  # nothing to measure yet
     session.budget_started = time.time() - 600.0  # all spent: the run ends before the new phase
     assert not session._replan_budget(3) and session.budget_exhausted
+
+
+def test_cheaper_epochs_leave_more_steps_for_each_epoch():
+    """Progressive resizing: epochs on small images count at their relative step cost. 8 epochs at
+    half a step's cost and 2 at full cost are 6 epochs' worth: 484.9 s / (6 x 0.5 s) -> 161."""
+    costs = [0.5] * 8 + [1.0, 1.0]
+    steps = budget.steps_per_epoch_for_budget(600, 30, 10, 2, _calibration(), relative_step_costs=costs)
+    assert steps == 161
+    assert budget.steps_per_epoch_for_budget(600, 30, 10, 2, _calibration(),
+                                             relative_step_costs=[1.0] * 10) == 96
+    with pytest.raises(ValueError, match="relative_step_costs"):
+        budget.steps_per_epoch_for_budget(600, 30, 10, 2, _calibration(), relative_step_costs=[1.0] * 9)
+    with pytest.raises(ValueError, match="relative_step_costs"):
+        budget.steps_per_epoch_for_budget(600, 30, 2, 1, _calibration(), relative_step_costs=[1.0, 0.0])
+
+
+def test_a_larger_later_phase_is_planned_at_its_calibrated_cost(synthetic_dir):
+    """A warm-up on 32-pixel images measured at 0.5 s a step; the calibration timed a 64-pixel step
+    at 4 x a 32-pixel one, so the triplet phase plans 2 s a step, not the warm-up's 0.5 s."""
+    import time
+
+    from tinymatch.train import _Session
+
+    config = _budget_config(synthetic_dir, warmup_epochs=3, epochs=2, image_size=64, warmup_image_size=32)
+    session = _Session.__new__(_Session)
+    session.config, session.progress, session.total_epochs = config, False, 5
+    session.steps_per_epoch, session.budget_exhausted = 50, False
+    session.calibration = dict(step_seconds=0.25, trace_seconds=4.0, epoch_overhead_seconds=5.0,
+                               calibration_seconds=20.0,
+                               step_seconds_by_image_size={"32": 0.25, "64": 1.0})
+    session.budget_plan = [dict(from_epoch=1, steps_per_epoch=50, step_seconds=0.25, source="calibration")]
+    session.history = [dict(phase="warmup", seconds=s) for s in (45.0, 30.0, 30.0)]  # 0.5 s a step + 5 s
+    session.budget_started = time.time() - 125.0
+    assert session._relative_step_costs(0, 32) == [1.0, 1.0, 1.0, 4.0, 4.0]
+    assert session._replan_budget(3)
+    # 0.97 x (600 - 125) = 460.75; minus 1 trace and 2 overheads = 446.75; / (2 epochs x 4 x 0.5 s)
+    assert session.steps_per_epoch in (111, 112)
+    assert session.budget_plan[-1]["step_seconds"] == 0.5  # what the warm-up measured (32 px)
+
+
+def test_warmup_image_size_needs_both_phases():
+    with pytest.raises(ConfigError, match="warmup_image_size=32 needs both phases"):
+        Config.from_profile("smoke", warmup_image_size=32, warmup_epochs=0)
+    with pytest.raises(ConfigError, match="warmup_image_size=16: must be 0"):
+        Config.from_profile("smoke", warmup_image_size=16, warmup_epochs=1)
+    assert Config.from_profile("smoke", warmup_image_size=32, warmup_epochs=1).warmup_image_size == 32

@@ -451,3 +451,59 @@ def test_gpu_profile_starts_offline_on_a_cpu(tmp_path, synthetic_dir):
     summary = json.loads(paths.training.read_text())
     assert summary["finished"] and summary["dtype_policy"] == "mixed_bfloat16"
     assert json.loads(paths.environment.read_text())  # versions and hardware recorded
+
+
+def test_progressive_resizing_warms_up_small_and_ends_at_full_size(tmp_path, synthetic_dir, monkeypatch):
+    """warmup_image_size: the warm-up trains a 32-pixel embedding, the triplet phase a 64-pixel
+    one that starts from its weights, also across a kill at the phase change; the time budget
+    times both sizes; the saved models take 64x64 images."""
+    import json
+
+    from tinymatch import budget
+    from tinymatch.model import backbone_of
+
+    plan = budget.steps_per_epoch_for_budget  # the real planning, capped at 3 steps (short test)
+    monkeypatch.setattr(budget, "steps_per_epoch_for_budget",
+                        lambda *args, **kwargs: min(3, plan(*args, **kwargs)))
+
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=1,
+                                 steps_per_epoch=0, time_budget_minutes=10.0, warmup_image_size=32,
+                                 early_stopping_patience=0)
+    run_dir = tmp_path / "run"
+    sides = []
+
+    class RecordSide(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            sides.append(int(backbone_of(self.model.get_layer("embedding")).input_shape[1]))
+
+    with pytest.raises(Interrupt):
+        train(config, run_dir, progress=False, callbacks=[RecordSide(), KillAfterEpoch(1)])
+    warmed = load_model(run_dir / "checkpoints" / "last" / "training.keras").get_layer("embedding")
+    assert backbone_of(warmed).input_shape[1] == 32
+    train(config, run_dir, progress=False, callbacks=[RecordSide()])
+    # killed at the end of the triplet epoch, before its checkpoint: the resumed run builds the
+    # 64-pixel model again from the warm-up's 32-pixel checkpoint
+    assert sides == [32, 64, 64]
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["finished"]
+    assert set(summary["calibration"]["step_seconds_by_image_size"]) == {"32", "64"}
+    model = load_model(run_dir / "model.keras")
+    assert model.input_shape[1:] == (64, 64, 3)
+    assert model.predict(np.zeros((2, 64, 64, 3), np.float32), verbose=0).shape == (2, 16)
+
+
+def test_a_resized_embedding_keeps_every_weight(synthetic_dir):
+    from tinymatch.model import backbone_of
+    from tinymatch.train import _Session
+
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=1,
+                                 warmup_image_size=32)
+    session = _Session.__new__(_Session)
+    session.config, session.on_features, session.pipeline_augmentation = config, False, None
+    small = session._embedding_for(("warmup", False))
+    assert backbone_of(small).input_shape[1] == 32
+    assert session._embedding_for(("warmup", False), small) is small  # already that size
+    large = session._embedding_for(("triplet", False), small)
+    assert backbone_of(large).input_shape[1] == 64
+    for a, b in zip(small.weights, large.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -301,7 +301,7 @@ def test_space_values_invert_trial_config():
                   margin=0.2, warmup_head="cosface", warmup_margin=0.1, warmup_scale=16.0,
                   label_smoothing=0.1, triplet_softmax_weight=0.5, optimizer="adamw",
                   weight_decay=1e-3, ema_decay=0.99, embedding_dim=256, width=32,
-                  images_per_class=4, image_size=48, stem_stride=1)
+                  images_per_class=4, image_size=48, stem_stride=1, warmup_image_size=32)
     assert set(params) == {d.name for d in search_space()}  # every dimension is checked
     values = space_values(trial_config(base, params))
     assert values.keys() == params.keys()
@@ -327,6 +327,14 @@ def test_search_space_rows_are_a_table():
     assert by_name["label_smoothing"]["values"] == "0 - 0.2 (step 0.05)"
     assert by_name["ema_decay"]["values"] == "0.0, 0.99, 0.999"
     assert any("progressive resizing" in reason for _, reason in NOT_YET_SEARCHABLE)
+    assert by_name["warmup_image_size"]["values"] == "0, 32, 48"
+
+
+def test_a_trial_without_warmup_or_at_one_size_does_not_resize():
+    base = Config.from_profile("cpu")  # 48 px
+    assert trial_config(base, dict(warmup_image_size=32)).warmup_image_size == 32
+    assert trial_config(base, dict(warmup_image_size=48)).warmup_image_size == 0
+    assert trial_config(base, dict(warmup_image_size=32, warmup_share=0.0)).warmup_image_size == 0
 
 
 def test_a_budgeted_base_makes_each_trial_a_budgeted_run(tmp_path, synthetic_dir, synthetic_dataset,

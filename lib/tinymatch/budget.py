@@ -10,7 +10,9 @@ that decays to zero over the budget beats one cut short.
 `config.time_budget_minutes > 0` asks for it. Before the first epoch the run times a few training
 steps of a throw-away copy of its first phase's model on the real input pipeline (`StepTimer`),
 and one epoch's fixed work (embedding the validation selection, writing the checkpoint), and
-`steps_per_epoch_for_budget` turns the measurements into a step count. A short calibration can
+`steps_per_epoch_for_budget` turns the measurements into a step count. A run whose phases differ
+in image size (progressive resizing, `config.warmup_image_size`) also times a copy of each other
+size's model, and plans each epoch's steps at its own size's cost. A short calibration can
 miss a machine's sustained speed (measured: 1.30 s a step in calibration, 1.50 s in the epochs that
 followed), so when a later phase starts (the triplet phase after the warm-up) the run plans the
 remaining epochs again from the seconds its finished epochs took; each phase's schedule is built
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import keras
@@ -55,24 +58,31 @@ class Calibration:
 
 
 def steps_per_epoch_for_budget(budget_seconds: float, spent_seconds: float, epochs: int,
-                               phases: int, calibration: Calibration, safety: float = SAFETY) -> int:
+                               phases: int, calibration: Calibration, safety: float = SAFETY,
+                               relative_step_costs: Sequence[float] | None = None) -> int:
     """The most steps per epoch such that `epochs` epochs in `phases` fits finish within
     `budget_seconds`, `spent_seconds` of which are gone:
 
         steps = floor((safety x (budget - spent) - phases x trace - epochs x overhead)
-                      / (epochs x step))
+                      / (step x sum of the epochs' relative step costs))
 
+    `relative_step_costs`: one per epoch, a step's cost in that epoch over `calibration.step_seconds`
+    (progressive resizing: an epoch on smaller images costs less a step); default 1 for every epoch.
     Raises BudgetTooSmallError (naming config.time_budget_minutes and the smallest budget that
     would give one step) when that is below 1.
     """
     if epochs < 1 or phases < 1 or calibration.step_seconds <= 0:
         raise ValueError(f"epochs={epochs}, phases={phases}, step_seconds="
                          f"{calibration.step_seconds}: must all be positive")
+    costs = [1.0] * epochs if relative_step_costs is None else [float(c) for c in relative_step_costs]
+    if len(costs) != epochs or not all(c > 0 and math.isfinite(c) for c in costs):
+        raise ValueError(f"relative_step_costs={relative_step_costs!r}: need {epochs} positive numbers")
+    step_epochs = sum(costs)  # epochs' worth of calibrated steps
     fixed = phases * calibration.trace_seconds + epochs * calibration.epoch_overhead_seconds
     available = safety * (budget_seconds - spent_seconds) - fixed
-    steps = math.floor(available / (epochs * calibration.step_seconds))
+    steps = math.floor(available / (step_epochs * calibration.step_seconds))
     if steps < 1:
-        needed = (fixed + epochs * calibration.step_seconds) / safety + spent_seconds
+        needed = (fixed + step_epochs * calibration.step_seconds) / safety + spent_seconds
         raise BudgetTooSmallError(
             f"config.time_budget_minutes={budget_seconds / 60:g}: too small for {epochs} epochs on "
             f"this machine (one step {calibration.step_seconds:.2f} s, each epoch's validation and "

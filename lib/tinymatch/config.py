@@ -103,6 +103,11 @@ class Config:
     backbone: str = "compact"
     weights: str = ""  # "" (random init), "imagenet", or a path to a weights file
     image_size: int = 64  # network input side in pixels (images are resized from 64 when larger)
+    # Progressive resizing: the network input side during the warm-up (0 = image_size). The
+    # warm-up's many epochs run on small, cheap images and the triplet phase at `image_size`, as
+    # in fast-training records (most epochs small, the end at full size). The weights carry over:
+    # every backbone here is convolutional up to its global pooling.
+    warmup_image_size: int = 0
     width: int = 32  # compact backbone: filters of the first stage (doubles per stage)
     # compact backbone: stride of the first convolution. 2 = a 4x4 stride-2 stem: the network runs
     # at half the input's side (the cost of a half-size input) but its stem sees every pixel.
@@ -200,6 +205,13 @@ class Config:
         if self.warmup_margin and self.warmup_head != "cosface":
             raise ConfigError(f"config.warmup_margin={self.warmup_margin!r} needs "
                               "config.warmup_head='cosface' (the normface head has no margin)")
+        if self.warmup_image_size and not 32 <= self.warmup_image_size:
+            raise ConfigError(f"config.warmup_image_size={self.warmup_image_size}: must be 0 (the "
+                              "warm-up at image_size) or >= 32")
+        if self.warmup_image_size and not (self.warmup_epochs and self.epochs):
+            raise ConfigError(f"config.warmup_image_size={self.warmup_image_size} needs both phases "
+                              f"(warmup_epochs={self.warmup_epochs}, epochs={self.epochs}): it sets "
+                              "the warm-up's image size, and the triplet phase's is image_size")
         if self.logical_devices and self.strategy != "mirrored":
             raise ConfigError(f"config.logical_devices={self.logical_devices} needs "
                               f"config.strategy='mirrored' (got {self.strategy!r})")
@@ -353,6 +365,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "brightness": (0, 1, False, True),  # a fraction of 255
     "contrast": (0, 1, False, True),  # factor in [1 - contrast, 1 + contrast]: must stay positive
     "image_size": (32, 1024, False, False),
+    "warmup_image_size": (0, 1024, False, False),
     "width": (4, 4096, False, False),
     "max_filters": (0, _INF, False, True),
     "embedding_dim": (2, 65536, False, False),

@@ -81,6 +81,9 @@ _DIMENSIONS = (
     Dimension("images_per_class", CATEGORICAL, choices=(2, 4, 8),
               sets="images_per_class (K), classes_per_batch (P = base batch / K)"),
     Dimension("image_size", CATEGORICAL, choices=(32, 48, 64)),
+    # Progressive resizing: the warm-up's images (0 = image_size's, no resizing).
+    Dimension("warmup_image_size", CATEGORICAL, choices=(0, 32, 48),
+              sets="warmup_image_size (0, or image_size itself, or a run without warm-up: none)"),
     Dimension("stem_stride", CATEGORICAL, choices=(1, 2)),
 )
 _COMPACT_ONLY = ("width", "stem_stride")  # knobs of the compact backbone alone
@@ -88,9 +91,9 @@ _COMPACT_ONLY = ("width", "stem_stride")  # knobs of the compact backbone alone
 # Recipe ideas of issue 14 the study cannot search yet: each needs a Config field (or value) and
 # its implementation in train/model first.
 NOT_YET_SEARCHABLE = (
-    ("resolution schedule", "progressive resizing (most epochs small, the end at 64 px): needs a "
-                            "Config field (e.g. a per-epoch image-size schedule) and a backbone "
-                            "built for variable input sizes"),
+    ("resolution schedule within a phase", "progressive resizing changes the size once, at the "
+                                           "phase change (warmup_image_size); a size per epoch "
+                                           "needs a Config field and one schedule across sizes"),
     ("batchnorm_lr_multiplier", "higher learning rate for BatchNorm parameters: needs a Config field"),
     ("sgd learning-rate range", "SGD with Nesterov momentum exists (optimizer='sgd') but wants "
                                 "~10x Adam's rates: a separate study or a conditional LR range"),
@@ -149,6 +152,8 @@ def trial_config(base: Config, params: dict[str, Any]) -> Config:
         values["finetune_learning_rate"] = float(values["learning_rate"]) * float(ratio)
     if values["warmup_head"] != "cosface":
         values["warmup_margin"] = 0.0  # the normface head has no margin
+    if not values["warmup_epochs"] or values["warmup_image_size"] == values["image_size"]:
+        values["warmup_image_size"] = 0  # no warm-up to resize, or the same size: no resizing
     return Config.from_dict(values)
 
 

@@ -23,7 +23,10 @@ a pretrained backbone frozen for every epoch is run once per image instead (`tin
 its features are cached) and only the head trains, on the cached features; model.keras is then
 the full image model with the trained head in it, as in any other run.
 Whenever the training model is rebuilt (a phase change, or the end of the frozen epochs), the
-classifier's weights carry over to the new one if it has a classifier too.
+classifier's weights carry over to the new one if it has a classifier too. Progressive resizing
+(`warmup_image_size`): the warm-up trains an embedding model built for that smaller input and the
+triplet phase one built for `image_size`, with the first one's weights (the backbones have no
+size-dependent weights); model.keras is whichever epoch's model was best, each taking 64x64 images.
 
 After every epoch the checkpoint directory is replaced atomically, so killing the process at any
 moment and re-running the same command continues after the last completed epoch. A run holds the
@@ -48,7 +51,7 @@ import tensorflow as tf
 from tinymatch import augment as augment_module
 from tinymatch import budget, data, distribute, ema, features, losses, rundir, schedules
 from tinymatch.callbacks import EpochBookkeeping, EpochEvaluation, StopOnNonFiniteLoss, val_auc
-from tinymatch.config import Config
+from tinymatch.config import Config, ConfigError
 from tinymatch.environment import environment_info
 from tinymatch.io_utils import TEMP_SUFFIX, atomic_path, read_json, write_json
 from tinymatch.metrics import choose_threshold, pair_distances
@@ -167,6 +170,10 @@ class _Session:
         # A backbone frozen throughout: its features are computed once (cached) and the head
         # trains on them; `self.inputs` is what training batches are gathered from.
         self.on_features = features.trains_on_features(config)
+        if self.on_features and config.warmup_image_size not in (0, config.image_size):
+            raise ConfigError(f"config.warmup_image_size={config.warmup_image_size}: a backbone "
+                              "frozen for the whole run trains on features cached at image_size "
+                              f"({config.image_size}); set warmup_image_size=0")
         self.feature_cache = (features.cached_features(self.dataset, config, progress=progress)
                               if self.on_features else None)
         self.inputs = self.feature_cache.features if self.on_features else self.dataset.images
@@ -325,16 +332,37 @@ class _Session:
             restored = load_model(self.paths.checkpoint_model, compile=True)
             if tuple(self.state["segment"]) == segment:
                 return restored, restored.get_layer("embedding")
-            embedding = restored.get_layer("embedding")
+            embedding = self._embedding_for(segment, restored.get_layer("embedding"))
         elif self.on_features:
             restored = None
             embedding = features.build_feature_head(self.config, self.inputs.shape[-1],
                                                     name="embedding")
         else:
             restored = None
-            embedding = build_embedding_model(
-                self.config, include_augmentation=self.pipeline_augmentation is None)
+            embedding = self._embedding_for(segment)
         return self._build_training_model(embedding, segment, previous=restored), embedding
+
+    def _image_size(self, segment) -> int:
+        """The network input side of `segment`: config.warmup_image_size during a warm-up that
+        sets one (progressive resizing), else config.image_size."""
+        if segment[0] == "warmup" and self.config.warmup_image_size:
+            return self.config.warmup_image_size
+        return self.config.image_size
+
+    def _embedding_for(self, segment, embedding=None):
+        """The embedding model at `segment`'s image size: `embedding` itself when it already is,
+        else a new one (built at that size) with `embedding`'s weights, layer by layer. Every
+        backbone is convolutional up to its global pooling, so no weight depends on the size."""
+        size = self._image_size(segment)
+        if embedding is not None and (self.on_features or _input_side(embedding) == size):
+            return embedding
+        resized = build_embedding_model(self.config.replace(image_size=size),
+                                        include_augmentation=self.pipeline_augmentation is None)
+        if embedding is not None:
+            for layer in resized.layers:
+                if layer.weights:
+                    layer.set_weights(embedding.get_layer(layer.name).get_weights())
+        return resized
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self):
@@ -368,14 +396,17 @@ class _Session:
         self.steps_per_epoch = 1000  # (the throw-away model's schedule length; never trained out)
         began = time.time()
         embedding = (features.build_feature_head(c, self.inputs.shape[-1], name="embedding")
-                     if self.on_features else
-                     build_embedding_model(c, include_augmentation=self.pipeline_augmentation is None))
+                     if self.on_features else self._embedding_for(segment))
         model = self._build_training_model(embedding, segment)
-        timer = budget.StepTimer()
-        steps = budget.CALIBRATION_WARMUP_STEPS + budget.CALIBRATION_STEPS
-        model.fit(self._batches(segment[0], start_epoch), epochs=1, steps_per_epoch=steps,
-                  shuffle=False, verbose=0, callbacks=[timer])
-        step_seconds, trace_seconds = timer.step_and_trace_seconds(budget.CALIBRATION_WARMUP_STEPS)
+        step_seconds, trace_seconds = self._time_steps(model, segment, start_epoch)
+        # Progressive resizing: a step of each other image size, on a throw-away model of its own.
+        seconds_by_size = {self._image_size(segment): step_seconds}
+        for later in sorted({self._segment(e) for e in range(start_epoch, self.total_epochs)}):
+            if self.on_features or self._image_size(later) in seconds_by_size:
+                continue
+            other = self._build_training_model(self._embedding_for(later), later)
+            seconds_by_size[self._image_size(later)] = self._time_steps(other, later, start_epoch)[0]
+            del other
         overhead_began = time.perf_counter()
         self.inference_model(embedding).predict(self.val_inputs, batch_size=c.eval_batch_size, verbose=0)
         # Both files an epoch may write; in a temporary folder of the run directory (a killed
@@ -389,16 +420,39 @@ class _Session:
         del model, embedding
         keras.utils.set_random_seed(c.seed)  # the real model starts as it would without calibration
         epochs = self.total_epochs - start_epoch
+        self.calibration = calibration.to_dict()
+        if len(seconds_by_size) > 1:  # (JSON keys: strings)
+            self.calibration["step_seconds_by_image_size"] = {
+                str(size): round(seconds, 4) for size, seconds in sorted(seconds_by_size.items())}
         self.steps_per_epoch = budget.steps_per_epoch_for_budget(
             c.time_budget_minutes * 60.0, time.time() - self.budget_started, epochs,
-            self._phases_from(start_epoch), calibration)
-        self.calibration = calibration.to_dict()
+            self._phases_from(start_epoch), calibration,
+            relative_step_costs=self._relative_step_costs(start_epoch, self._image_size(segment)))
         self.budget_plan = [dict(from_epoch=start_epoch + 1, steps_per_epoch=self.steps_per_epoch,
                                  step_seconds=round(step_seconds, 4), source="calibration")]
         if self.progress:
-            print(f"time budget {c.time_budget_minutes:g} min: a step takes {step_seconds:.3f} s, an "
-                  f"epoch's validation and checkpoint {overhead:.1f} s on this machine -> "
+            sizes = (" (" + ", ".join(f"{s} px {t:.3f} s" for s, t in sorted(seconds_by_size.items())) + ")"
+                     if len(seconds_by_size) > 1 else "")
+            print(f"time budget {c.time_budget_minutes:g} min: a step takes {step_seconds:.3f} s{sizes}, "
+                  f"an epoch's validation and checkpoint {overhead:.1f} s on this machine -> "
                   f"{epochs} epochs of {self.steps_per_epoch} steps", flush=True)
+
+    def _time_steps(self, model, segment, start_epoch):
+        """(seconds a step, tracing's extra seconds) of `model` on `segment`'s real input."""
+        timer = budget.StepTimer()
+        steps = budget.CALIBRATION_WARMUP_STEPS + budget.CALIBRATION_STEPS
+        model.fit(self._batches(segment[0], start_epoch), epochs=1, steps_per_epoch=steps,
+                  shuffle=False, verbose=0, callbacks=[timer])
+        return timer.step_and_trace_seconds(budget.CALIBRATION_WARMUP_STEPS)
+
+    def _relative_step_costs(self, from_epoch, reference_size) -> list[float]:
+        """Each epoch's step cost from `from_epoch` on, over a step at `reference_size`, from the
+        calibration's per-size timings (1 for every epoch without progressive resizing)."""
+        by_size = (self.calibration or {}).get("step_seconds_by_image_size") or {}
+        reference = by_size.get(str(reference_size))
+        return [by_size[str(self._image_size(self._segment(e)))] / reference
+                if reference and str(self._image_size(self._segment(e))) in by_size else 1.0
+                for e in range(from_epoch, self.total_epochs)]
 
     def _replan_budget(self, epoch) -> bool:
         """At the start of a later phase of a budgeted run: plan the remaining epochs' steps from
@@ -416,10 +470,12 @@ class _Session:
         step_seconds = max(1e-3, (seconds - overhead) / self.steps_per_epoch)
         measured = budget.Calibration(step_seconds, float(self.calibration["trace_seconds"]), overhead,
                                       float(self.calibration["calibration_seconds"]))
+        finished_size = self._image_size(self._segment(epoch - 1))
         try:
             steps = budget.steps_per_epoch_for_budget(
                 c.time_budget_minutes * 60.0, time.time() - self.budget_started,
-                self.total_epochs - epoch, self._phases_from(epoch), measured)
+                self.total_epochs - epoch, self._phases_from(epoch), measured,
+                relative_step_costs=self._relative_step_costs(epoch, finished_size))
         except budget.BudgetTooSmallError:
             self.budget_exhausted = True
             if self.progress:
@@ -461,6 +517,7 @@ class _Session:
                 if not self._replan_budget(epoch):
                     self._checkpoint(previous, epoch, self._segment(epoch - 1))  # (records the flag)
                     break
+                embedding = self._embedding_for(segment, embedding)
                 model = self._build_training_model(embedding, segment, previous=previous)
             end = epoch
             while end < self.total_epochs and self._segment(end) == segment:
@@ -641,6 +698,11 @@ def _carry_over_classifier(previous, model):
     except ValueError:
         return  # one of the two has no classifier
     target.set_weights(source.get_weights())
+
+
+def _input_side(embedding) -> int:
+    """The side of the images the embedding's backbone runs on (after its resize)."""
+    return int(backbone_of(embedding).input_shape[1])
 
 
 def _class_lookup(labels):

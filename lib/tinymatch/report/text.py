@@ -165,7 +165,9 @@ def architecture_markdown(run: Mapping[str, Any]) -> str:
                 f"input resized to {config.image_size} px)")
     rows = [["backbone", backbone],
             ["network input", f"{config.image_size} x {config.image_size} px"
-             + (" (the 64 px images are downsized inside the model)" if config.image_size < 64 else "")],
+             + (" (the 64 px images are downsized inside the model)" if config.image_size < 64 else "")
+             + (f"; {config.warmup_image_size} x {config.warmup_image_size} px during the warm-up "
+                "(progressive resizing: the same weights at both sizes)" if config.warmup_image_size else "")],
             ["embedding size", f"{config.embedding_dim} (unit L2 norm)"],
             ["augmentation layer", ("yes (training only" + (", fused with the downsizing)" if
                                     config.image_size < 64 else ")")) if config.augment else "no"],
