@@ -1,7 +1,9 @@
 """Training throughput of each backbone at 64x64 on this machine, against a measured matmul peak.
 
-Every case computes in the `cpu` profile's precision (`mixed_precision`: bfloat16 on a CPU; the
-table marks such rows "bf16"); the interleaved A/B also times the default backbone in float32.
+Every case computes in the `cpu` profile's precision (float32 since 30 Nov 2026; a bfloat16 row
+is marked "bf16"); the interleaved A/B (`--variants precision`) also times the default backbone in
+the other precision, beside the GEMM peak in bfloat16 (AMX or AVX512-BF16 make it several times
+float32's; without them oneDNN emulates it).
 For every case (backbone x oneDNN on/off x jit_compile on/off x augmentation on/off) it reports
   images/s      training images per second (forward + backward + Adam update), P x K batches,
                 synthetic in-memory input (one fixed batch repeated: no input pipeline at all);
@@ -32,18 +34,24 @@ from tinymatch.config import Config
 ALL_BACKBONES = ("compact", "mobilenetv2", "efficientnetb0", "resnet50", "vgg16", "inceptionv3")
 
 
-def matmul_peak(size=2048, repeats=5):
-    """float32 GEMM GFLOP/s: TensorFlow (all threads) and NumPy single-threaded."""
-    import numpy as np
+def tf_matmul_gflops(size=2048, repeats=5, dtype="float32"):
+    """TensorFlow GEMM GFLOP/s on all intra-op threads, in float32 or bfloat16."""
     import tensorflow as tf
 
-    a = tf.random.uniform((size, size))
-    b = tf.random.uniform((size, size))
+    a = tf.cast(tf.random.uniform((size, size)), dtype)
+    b = tf.cast(tf.random.uniform((size, size)), dtype)
     tf.linalg.matmul(a, b).numpy()
     began = time.perf_counter()
     for _ in range(repeats):
         tf.linalg.matmul(a, b).numpy()
-    tf_gflops = 2 * size**3 * repeats / (time.perf_counter() - began) / 1e9
+    return 2 * size**3 * repeats / (time.perf_counter() - began) / 1e9
+
+
+def matmul_peak(size=2048, repeats=5):
+    """float32 GEMM GFLOP/s: TensorFlow (all threads) and NumPy single-threaded."""
+    import numpy as np
+
+    tf_gflops = tf_matmul_gflops(size, repeats)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -157,7 +165,8 @@ def run_ab(case):
 
 
 def _set_precision(config):
-    """The dtype policy training would use (the `cpu` profile computes in bfloat16)."""
+    """The dtype policy training would use for this config (mixed_bfloat16 on a CPU when
+    `mixed_precision` is on)."""
     import keras
 
     from tinymatch.train import mixed_precision_policy
@@ -253,6 +262,10 @@ def main(argv=None):
     tf_peak, np_peak = matmul_peak()
     print(f"float32 GEMM 2048^2: TensorFlow {tf_peak:.1f} GFLOP/s, NumPy 1 thread {np_peak:.1f} GFLOP/s",
           flush=True)
+    bf16_peak = None
+    if "precision" in args.variants.split(","):
+        bf16_peak = tf_matmul_gflops(dtype="bfloat16")
+        print(f"bfloat16 GEMM 2048^2: TensorFlow {bf16_peak:.1f} GFLOP/s", flush=True)
     backbones = ALL_BACKBONES if args.backbones == "all" else tuple(filter(None, args.backbones.split(",")))
     base = dict(onednn=True, jit=False, augment=True, P=args.P, K=args.K, steps=args.steps)
     cases = []
@@ -272,8 +285,10 @@ def main(argv=None):
         ab = {"augment on": dict(augment=True), "augment off": dict(augment=False)}
         if "jit" in variants:
             ab["augment off, jit"] = dict(augment=False, jit_compile=True)
-        if "precision" in variants:  # the profile's mixed precision (bfloat16 here) vs float32
-            ab["augment on, float32"] = dict(augment=True, mixed_precision=False)
+        if "precision" in variants:  # the profile's precision against the other one
+            other = not Config.from_profile("cpu").mixed_precision
+            ab["augment on, bfloat16" if other else "augment on, float32"] = dict(
+                augment=True, mixed_precision=other)
         ab_cases.append(dict(base, backbone="compact", variants=ab, rounds=3,
                              image_size=args.ab_image_size, **_stem_for(args.ab_image_size)))
     for width in filter(None, args.widths.split(",")):
@@ -310,6 +325,7 @@ def main(argv=None):
         # The machine and the date go with the figures: the report's backbone table cites them.
         with open(args.json, "w") as handle:
             json.dump(dict(tf_gemm_gflops=tf_peak, numpy_1thread_gemm_gflops=np_peak,
+                           tf_bfloat16_gemm_gflops=bf16_peak,
                            measured=time.strftime("%Y-%m-%d"), environment=environment_info(),
                            command="python benchmarks/bench_train.py " + " ".join(argv or sys.argv[1:]),
                            results=results), handle, indent=2)
