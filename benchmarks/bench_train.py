@@ -262,8 +262,9 @@ def main(argv=None):
     tf_peak, np_peak = matmul_peak()
     print(f"float32 GEMM 2048^2: TensorFlow {tf_peak:.1f} GFLOP/s, NumPy 1 thread {np_peak:.1f} GFLOP/s",
           flush=True)
+    variants = args.variants.split(",") if args.variants else []
     bf16_peak = None
-    if "precision" in args.variants.split(","):
+    if "precision" in variants:
         bf16_peak = tf_matmul_gflops(dtype="bfloat16")
         print(f"bfloat16 GEMM 2048^2: TensorFlow {bf16_peak:.1f} GFLOP/s", flush=True)
     backbones = ALL_BACKBONES if args.backbones == "all" else tuple(filter(None, args.backbones.split(",")))
@@ -274,7 +275,6 @@ def main(argv=None):
         # corruption): measure it with oneDNN off.
         cases.append(dict(base, backbone=backbone, onednn=backbone != "resnet50",
                           data=args.data if backbone == "compact" else ""))
-    variants = args.variants.split(",") if args.variants else []
     if "compact" in backbones:
         if "onednn" in variants:
             cases.append(dict(base, backbone="compact", onednn=False, flops=False))
