@@ -17,13 +17,22 @@ def _calibration(step=0.5, trace=4.0, overhead=6.0):
 
 
 def test_steps_fill_what_the_budget_leaves_after_fixed_costs():
-    # 0.97 x (600 - 30) = 552.9 s; minus 2 traces (8 s) and 10 epochs' overhead (60 s) = 484.9 s;
-    # over 10 epochs of 0.5 s steps: 96.98 -> 96 steps.
+    # reserve 0.03 x 600 = 18 s; 0.97 x (600 - 30 - 18) = 535.44 s; minus 2 traces (8 s) and 10
+    # epochs' overhead (60 s) = 467.44 s; over 10 epochs of 0.5 s steps: 93.5 -> 93 steps.
     steps = budget.steps_per_epoch_for_budget(600, 30, epochs=10, phases=2, calibration=_calibration())
-    assert steps == 96
-    # what is planned fits the budget, one more step per epoch would not (at the safety share)
+    assert steps == 93
+    # what is planned fits the budget less its reserve, one more step per epoch would not
     used = 30 + 2 * 4.0 + 10 * 6.0 + 10 * steps * 0.5
-    assert used <= 600 and 30 + 2 * 4.0 + 10 * 6.0 + 10 * (steps + 1) * 0.5 > 0.97 * 570 + 30
+    assert used <= 600 - 18 and 30 + 2 * 4.0 + 10 * 6.0 + 10 * (steps + 1) * 0.5 > 0.97 * 552 + 30
+
+
+def test_the_tail_reserve_is_a_minute_or_a_small_share_of_a_short_budget():
+    assert budget.tail_reserve_seconds(44 * 60) == budget.TAIL_RESERVE_SECONDS == 60.0
+    assert budget.tail_reserve_seconds(120) == pytest.approx(3.6)  # a 2-minute tuning trial
+    assert budget.tail_reserve_seconds(0) == 0.0
+    # a 44-minute budget with nothing spent plans 0.97 x (2640 - 60) s of epochs
+    steps = budget.steps_per_epoch_for_budget(2640, 0, 1, 1, _calibration(step=1.0, trace=0, overhead=0))
+    assert steps == int(0.97 * 2580)
 
 
 def test_a_slower_machine_or_a_smaller_budget_gets_fewer_steps():
@@ -124,6 +133,35 @@ def test_a_budgeted_run_calibrates_once_and_its_schedule_ends_at_zero(tmp_path, 
     assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_the_budget_runs_from_the_training_call_and_the_tail_is_recorded(tmp_path, synthetic_dir,
+                                                                        monkeypatch):
+    """Loading before the first epoch is spent from the budget (a slow split here: 2 s), and
+    training.json records what followed each fit and the final threshold."""
+    import time
+
+    from tinymatch import rundir
+
+    spent = []
+    plan = budget.steps_per_epoch_for_budget
+
+    def recording(budget_seconds, spent_seconds, *args, **kwargs):
+        spent.append(spent_seconds)
+        return min(3, plan(budget_seconds, spent_seconds, *args, **kwargs))
+
+    monkeypatch.setattr(budget, "steps_per_epoch_for_budget", recording)
+    run_splits = rundir.run_splits
+    monkeypatch.setattr(rundir, "run_splits",
+                        lambda *args, **kwargs: (time.sleep(2.0), run_splits(*args, **kwargs))[1])
+    run_dir = tmp_path / "run"
+    train(_budget_config(synthetic_dir), run_dir, progress=False)
+    assert spent[0] >= 2.0  # the calibration's plan already counts the loading
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert len(summary["fit_teardown_seconds"]) == 2  # one fit per phase
+    assert all(0 <= s < 60 for s in summary["fit_teardown_seconds"])
+    assert summary["finish_seconds"] >= 0 and summary["tail_reserve_seconds"] == pytest.approx(18.0)
+    assert 2.0 <= summary["budget_used_seconds"] <= summary["wall_seconds"] + 1.0
+
+
 def test_a_spent_budget_ends_the_run_after_a_whole_epoch(tmp_path, synthetic_dir, monkeypatch):
     """A machine that slows down mid-run: the guard stops after the epoch in progress, the run
     still finishes (best model, Siamese model, training.json) and is not trained on when re-run."""
@@ -161,8 +199,9 @@ def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
     session.history = [dict(phase="warmup", seconds=s) for s in (80.0, 55.0, 55.0)]  # 1 s a step + 5 s
     session.budget_started = time.time() - 210.0  # 20 s calibration + 190 s of epochs
     assert session._replan_budget(3)
-    # 0.97 x (600 - 210) = 378.3; minus 1 trace (4) and 2 epochs' overhead (10) = 364.3; / (2 x 1.0)
-    assert session.steps_per_epoch in (181, 182)  # (a few ms pass between the two clocks)
+    # 0.97 x (600 - 210 - 18) = 360.84; minus 1 trace (4) and 2 epochs' overhead (10) = 346.84;
+    # / (2 x 1.0)
+    assert session.steps_per_epoch in (172, 173)  # (a few ms pass between the two clocks)
     assert session.budget_plan[-1] == dict(from_epoch=4, steps_per_epoch=session.steps_per_epoch,
                                            step_seconds=1.0, source="measured epochs")
     assert session._replan_budget(0) and len(session.budget_plan) == 2  # nothing to measure yet
@@ -172,12 +211,12 @@ def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
 
 def test_cheaper_epochs_leave_more_steps_for_each_epoch():
     """Progressive resizing: epochs on small images count at their relative step cost. 8 epochs at
-    half a step's cost and 2 at full cost are 6 epochs' worth: 484.9 s / (6 x 0.5 s) -> 161."""
+    half a step's cost and 2 at full cost are 6 epochs' worth: 467.44 s / (6 x 0.5 s) -> 155."""
     costs = [0.5] * 8 + [1.0, 1.0]
     steps = budget.steps_per_epoch_for_budget(600, 30, 10, 2, _calibration(), relative_step_costs=costs)
-    assert steps == 161
+    assert steps == 155
     assert budget.steps_per_epoch_for_budget(600, 30, 10, 2, _calibration(),
-                                             relative_step_costs=[1.0] * 10) == 96
+                                             relative_step_costs=[1.0] * 10) == 93
     with pytest.raises(ValueError, match="relative_step_costs"):
         budget.steps_per_epoch_for_budget(600, 30, 10, 2, _calibration(), relative_step_costs=[1.0] * 9)
     with pytest.raises(ValueError, match="relative_step_costs"):
@@ -203,8 +242,8 @@ def test_a_larger_later_phase_is_planned_at_its_calibrated_cost(synthetic_dir):
     session.budget_started = time.time() - 125.0
     assert session._relative_step_costs(0, 32) == [1.0, 1.0, 1.0, 4.0, 4.0]
     assert session._replan_budget(3)
-    # 0.97 x (600 - 125) = 460.75; minus 1 trace and 2 overheads = 446.75; / (2 epochs x 4 x 0.5 s)
-    assert session.steps_per_epoch in (111, 112)
+    # 0.97 x (600 - 125 - 18) = 443.29; minus 1 trace and 2 overheads = 429.29; / (2 epochs x 4 x 0.5 s)
+    assert session.steps_per_epoch in (106, 107)
     assert session.budget_plan[-1]["step_seconds"] == 0.5  # what the warm-up measured (32 px)
 
 

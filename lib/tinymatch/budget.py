@@ -21,9 +21,14 @@ re-planning included, `budget_plan`) is stored in the checkpoint, so a resumed r
 `BudgetGuard` stops at the end of an epoch if the budget is spent anyway (a machine that slowed
 down within the last phase): the run then ends early, never mid-epoch.
 
-What the budget covers: calibration, training steps, per-epoch validation and checkpoints, from
-the moment the run is ready to train. What it does not: decoding the zip into the image cache
-and extracting cached features (once per machine), and the final Siamese threshold (seconds).
+What the budget covers: the whole training call from the moment it starts (loading the image
+cache, the split, calibration, training steps, per-epoch validation and checkpoints), and a
+reserve at the end (`tail_reserve_seconds`) for what follows the last epoch: the end of the last
+`fit` and the final Siamese threshold. That tail was measured at 3-58 s on the cpu profile (the
+end of a `fit` that feeds a tf.data input sometimes blocks for most of a minute; a 44-minute
+budget counted from the first epoch then ended its `tinymatch train` command at 45.2 minutes).
+What it does not cover: importing TensorFlow (seconds, before the call), and one-time work a
+later run reuses: decoding the zip into the image cache, extracting cached features.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ import keras
 CALIBRATION_WARMUP_STEPS = 3  # untimed: tracing and the first batches' allocations
 CALIBRATION_STEPS = 20  # timed
 SAFETY = 0.97  # share of the remaining budget that is planned (the rest absorbs noise)
+TAIL_RESERVE_SECONDS = 60.0  # kept for after the last epoch (measured: up to 58 s on the cpu profile)
+TAIL_RESERVE_SHARE = 0.03  # ... but never more than this share of a short budget (a tuning trial's)
+
+
+def tail_reserve_seconds(budget_seconds: float) -> float:
+    """Seconds of a budget kept for after the last epoch: TAIL_RESERVE_SECONDS, or
+    TAIL_RESERVE_SHARE of a budget too short to give up a minute (a 2-minute trial keeps 3.6 s)."""
+    return min(TAIL_RESERVE_SECONDS, TAIL_RESERVE_SHARE * max(0.0, budget_seconds))
 
 
 class BudgetTooSmallError(ValueError):
@@ -61,9 +74,10 @@ def steps_per_epoch_for_budget(budget_seconds: float, spent_seconds: float, epoc
                                phases: int, calibration: Calibration, safety: float = SAFETY,
                                relative_step_costs: Sequence[float] | None = None) -> int:
     """The most steps per epoch such that `epochs` epochs in `phases` fits finish within
-    `budget_seconds`, `spent_seconds` of which are gone:
+    `budget_seconds`, `spent_seconds` of which are gone, leaving the tail reserve
+    (`tail_reserve_seconds`) for after the last epoch:
 
-        steps = floor((safety x (budget - spent) - phases x trace - epochs x overhead)
+        steps = floor((safety x (budget - spent - reserve) - phases x trace - epochs x overhead)
                       / (step x sum of the epochs' relative step costs))
 
     `relative_step_costs`: one per epoch, a step's cost in that epoch over `calibration.step_seconds`
@@ -79,10 +93,11 @@ def steps_per_epoch_for_budget(budget_seconds: float, spent_seconds: float, epoc
         raise ValueError(f"relative_step_costs={relative_step_costs!r}: need {epochs} positive numbers")
     step_epochs = sum(costs)  # epochs' worth of calibrated steps
     fixed = phases * calibration.trace_seconds + epochs * calibration.epoch_overhead_seconds
-    available = safety * (budget_seconds - spent_seconds) - fixed
+    reserve = tail_reserve_seconds(budget_seconds)
+    available = safety * (budget_seconds - spent_seconds - reserve) - fixed
     steps = math.floor(available / (step_epochs * calibration.step_seconds))
     if steps < 1:
-        needed = (fixed + step_epochs * calibration.step_seconds) / safety + spent_seconds
+        needed = (fixed + step_epochs * calibration.step_seconds) / safety + spent_seconds + reserve
         raise BudgetTooSmallError(
             f"config.time_budget_minutes={budget_seconds / 60:g}: too small for {epochs} epochs on "
             f"this machine (one step {calibration.step_seconds:.2f} s, each epoch's validation and "
@@ -116,6 +131,18 @@ class StepTimer(keras.callbacks.Callback):
         return step, trace
 
 
+class FitEndTimer(keras.callbacks.Callback):
+    """When `fit` called its callbacks' end (`ended`, time.perf_counter()): the seconds from there
+    to `fit` returning are its input's teardown, part of what the tail reserve is for."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended = math.nan
+
+    def on_train_end(self, logs=None):
+        self.ended = time.perf_counter()
+
+
 class BudgetGuard(keras.callbacks.Callback):
     """Stops training at the end of an epoch once `deadline` (time.time()) has passed."""
 
@@ -131,4 +158,5 @@ class BudgetGuard(keras.callbacks.Callback):
 
 
 __all__ = ["Calibration", "BudgetTooSmallError", "steps_per_epoch_for_budget", "StepTimer",
-           "BudgetGuard", "CALIBRATION_STEPS", "CALIBRATION_WARMUP_STEPS", "SAFETY"]
+           "BudgetGuard", "FitEndTimer", "tail_reserve_seconds", "TAIL_RESERVE_SECONDS",
+           "TAIL_RESERVE_SHARE", "CALIBRATION_STEPS", "CALIBRATION_WARMUP_STEPS", "SAFETY"]

@@ -109,7 +109,7 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
             keras.mixed_precision.set_global_policy(mixed_precision_policy())
         try:
             keras.utils.set_random_seed(config.seed)
-            session = _Session(config, run_dir, dataset, progress, list(callbacks), strategy)
+            session = _Session(config, run_dir, dataset, progress, list(callbacks), strategy, started)
             try:
                 session.run()
             except (tf.errors.AbortedError, tf.errors.UnavailableError) as err:
@@ -158,8 +158,9 @@ def is_finished(run_dir, config: Config) -> bool:
 # One training session (fresh or resumed)
 
 class _Session:
-    def __init__(self, config, run_dir, dataset, progress, extra_callbacks, strategy):
+    def __init__(self, config, run_dir, dataset, progress, extra_callbacks, strategy, started=None):
         self.config = config
+        self.started = time.time() if started is None else started  # (the training call's start)
         self.run_dir = Path(run_dir)
         self.paths = RunDir(run_dir)
         self.progress = progress
@@ -177,6 +178,11 @@ class _Session:
         self.feature_cache = (features.cached_features(self.dataset, config, progress=progress)
                               if self.on_features else None)
         self.inputs = self.feature_cache.features if self.on_features else self.dataset.images
+        # One-time work that later runs reuse is not charged to a time budget (tinymatch.budget).
+        self.cache_seconds = ((self.dataset.decode_seconds if self.dataset.decoded else 0.0)
+                              + (self.feature_cache.seconds if self.on_features
+                                 and self.feature_cache.computed else 0.0))
+        self.fit_teardown_seconds: list[float] = []
         self._image_model = None  # feature runs: the full model that model.keras holds
         # Resuming: keep exactly the split the checkpoint was trained on.
         self.splits = rundir.run_splits(run_dir, self.dataset, config, save=True)
@@ -376,9 +382,10 @@ class _Session:
         if start_epoch >= self.total_epochs or self.stopped_early or self.budget_exhausted:
             return
         probe = self._probe_batch()
-        # The budget runs from here; a resumed run has spent its finished epochs' seconds.
-        # (and its calibration, when it had one)
-        self.budget_started = time.time() - sum(float(row.get("seconds") or 0) for row in self.history)
+        # The budget runs from the training call's start, less one-time cache work; a resumed run
+        # has also spent its finished epochs' seconds (and its calibration, when it had one).
+        self.budget_started = (self.started + self.cache_seconds
+                               - sum(float(row.get("seconds") or 0) for row in self.history))
         if self.calibration and self.history:
             self.budget_started -= float(self.calibration.get("calibration_seconds", 0.0))
         # Model, optimizer, metrics and checkpoint restore all under the strategy's scope, so
@@ -493,6 +500,11 @@ class _Session:
             self.steps_per_epoch = steps
         return True
 
+    def _budget_deadline(self) -> float:
+        """time.time() after which no epoch starts: the budget's end less its tail reserve."""
+        seconds = 60.0 * self.config.time_budget_minutes
+        return self.budget_started + seconds - budget.tail_reserve_seconds(seconds)
+
     def _phases_from(self, epoch) -> int:
         """How many phases (segments) the epochs from `epoch` on span."""
         return len({self._segment(e) for e in range(epoch, self.total_epochs)})
@@ -528,15 +540,17 @@ class _Session:
             ema.keep_raw_weights_after_fit(model.optimizer)
             evaluation = EpochEvaluation(self, embedding, probe, model)
             bookkeeping = EpochBookkeeping(self, embedding, model, segment, evaluation)
-            guard = ([budget.BudgetGuard(self.budget_started + 60.0 * self.config.time_budget_minutes)]
+            guard = ([budget.BudgetGuard(self._budget_deadline())]
                      if self.config.time_budget_minutes else [])
+            fit_end = budget.FitEndTimer()
             # Extra callbacks run after the evaluation (they see val_auc) and before the epoch's
             # checkpoint (a callback that interrupts the run loses only the unfinished epoch).
             model.fit(batches, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=self.steps_per_epoch, shuffle=False,
                       verbose=1 if self.progress else 0,
                       callbacks=[StopOnNonFiniteLoss(self), evaluation, *self.extra_callbacks,
-                                 bookkeeping, tensorboard, *guard])
+                                 bookkeeping, tensorboard, *guard, fit_end])
+            self.fit_teardown_seconds.append(round(time.perf_counter() - fit_end.ended, 1))
             if guard and guard[0].stopped and len(self.history) < self.total_epochs:
                 self.budget_exhausted = True
                 self._checkpoint(model, len(self.history), segment)  # (records the flag)
@@ -637,14 +651,18 @@ class _Session:
             strategy=self.config.strategy, replicas=self.replicas, global_batch=self.global_batch,
             dtype_policy=keras.mixed_precision.global_policy().name,
             epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1),
-            **self._budget_summary())
+            fit_teardown_seconds=self.fit_teardown_seconds, **self._budget_summary())
 
     def _budget_summary(self) -> dict:
         if not self.config.time_budget_minutes:
             return {}
+        used = (dict(budget_used_seconds=round(time.time() - self.budget_started, 1))
+                if hasattr(self, "budget_started") else {})  # (absent: nothing trained this call)
         return dict(time_budget_minutes=self.config.time_budget_minutes,
                     calibration=self.calibration, budget_plan=self.budget_plan,
-                    budget_exhausted=self.budget_exhausted)
+                    budget_exhausted=self.budget_exhausted,
+                    tail_reserve_seconds=budget.tail_reserve_seconds(
+                        60.0 * self.config.time_budget_minutes), **used)
 
     def mark_failed(self, started):
         """training.json says the run failed and why; nothing else is touched."""
@@ -653,6 +671,7 @@ class _Session:
 
     def finish(self, started) -> TrainResult:
         """Siamese model with the threshold chosen on val pairs; summary file; the result."""
+        began = time.perf_counter()
         best = load_model(self.paths.model)
         embeddings = best.predict(self.val_images, batch_size=self.config.eval_batch_size, verbose=0)
         distances = pair_distances(embeddings, self.val_pairs, self.config.distance_metric)
@@ -660,7 +679,8 @@ class _Session:
                                            self.config.target_far))
         siamese = build_siamese_model(best, threshold, self.config.distance_metric)
         save_model(siamese, self.paths.siamese, clone=False)
-        summary = dict(self._summary(started), finished=True, threshold=threshold)
+        summary = dict(self._summary(started), finished=True, threshold=threshold,
+                       finish_seconds=round(time.perf_counter() - began, 1))
         if self.on_features:
             # The saved image model against the selection it was picked by (on cached features).
             summary.update(feature_extraction_seconds=round(self.feature_cache.seconds, 1),
