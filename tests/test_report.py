@@ -828,6 +828,12 @@ def test_a_time_budgeted_run_says_how_its_steps_were_chosen():
     spent = time_budget_sentence(config, dict(training, budget_exhausted=True, epochs_run=1))
     assert "The budget ran out before the last epoch: the run stopped after 1 epoch." in spent
     assert time_budget_sentence(Config.from_profile("smoke"), training) == ""
+    # runs since the budget covers the whole call say so, and how much of it they used
+    whole = time_budget_sentence(config, dict(training, tail_reserve_seconds=60.0,
+                                              budget_used_seconds=2622.0))
+    assert ("a budget of 45 minutes of wall time for the whole training (loading the data, 2 epochs, "
+            "and 60 s kept for the final threshold" in whole)
+    assert "In all it used 43.7 of the 45 minutes." in whole
 
 
 def test_the_steps_a_budgeted_run_took_come_from_its_plan():

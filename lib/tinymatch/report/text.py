@@ -356,8 +356,15 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
     """How a time-budgeted run chose its steps per epoch (empty for a run without a budget)."""
     if not config.time_budget_minutes:
         return ""
-    text = (f" The run had a budget of {config.time_budget_minutes:g} minutes of wall time for its "
-            f"{config.warmup_epochs + config.epochs} epochs (budgeted training {cite('budgeted')}): ")
+    epochs = config.warmup_epochs + config.epochs
+    if "tail_reserve_seconds" in training:  # (runs since 3 Dec 2026: the budget covers the call)
+        text = (f" The run had a budget of {config.time_budget_minutes:g} minutes of wall time for the "
+                f"whole training (loading the data, {epochs} epochs, and "
+                f"{training['tail_reserve_seconds']:.0f} s kept for the final threshold; budgeted "
+                f"training {cite('budgeted')}): ")
+    else:  # (older runs: the budget covered calibration and epochs)
+        text = (f" The run had a budget of {config.time_budget_minutes:g} minutes of wall time for its "
+                f"{epochs} epochs (budgeted training {cite('budgeted')}): ")
     calibration = training.get("calibration") or {}
     plan = training.get("budget_plan") or []
     if calibration and training.get("steps_per_epoch"):
@@ -372,6 +379,9 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
                      f"its finished epochs had taken ({later['step_seconds']:.2f} s a step): "
                      f"{later['steps_per_epoch']} steps per epoch.")
         text += " A faster machine trains more steps in the same minutes."
+        if training.get("budget_used_seconds"):
+            text += (f" In all it used {training['budget_used_seconds'] / 60:.1f} of the "
+                     f"{config.time_budget_minutes:g} minutes.")
     else:
         text += "its steps per epoch are measured on the machine at hand before the first epoch."
     if training.get("budget_exhausted"):
