@@ -148,9 +148,10 @@ class Config:
     epochs: int = 10  # triplet-phase epochs (0: the warm-up alone, for ablations)
     steps_per_epoch: int = 0  # 0 = one pass over the training images (or the time budget's count)
     # > 0: a wall-clock budget in minutes for the training call (loading, calibration, steps,
-    # per-epoch validation and checkpoints, a reserve for the final threshold): the run times a few steps on the machine at hand and sets steps_per_epoch
-    # (which must then be 0) so that every epoch fits; the schedule still ends at zero. Budgeted
-    # training (Li et al. 2020): the same recipe takes the same minutes on a fast or slow CPU.
+    # per-epoch validation and checkpoints, a reserve for the final threshold): the run times a
+    # few steps on the machine at hand and sets steps_per_epoch (which must then be 0) so that
+    # every epoch fits; the schedule still ends at zero. Budgeted training (Li et al. 2020): the
+    # same recipe takes the same minutes on a fast or slow CPU.
     time_budget_minutes: float = 0.0
     early_stopping_patience: int = 3
     jit_compile: bool = False

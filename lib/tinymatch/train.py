@@ -183,6 +183,7 @@ class _Session:
                               + (self.feature_cache.seconds if self.on_features
                                  and self.feature_cache.computed else 0.0))
         self.fit_teardown_seconds: list[float] = []
+        self.budget_started: float | None = None  # time.time(); set when training starts (run)
         self._image_model = None  # feature runs: the full model that model.keras holds
         # Resuming: keep exactly the split the checkpoint was trained on.
         self.splits = rundir.run_splits(run_dir, self.dataset, config, save=True)
@@ -657,7 +658,7 @@ class _Session:
         if not self.config.time_budget_minutes:
             return {}
         used = (dict(budget_used_seconds=round(time.time() - self.budget_started, 1))
-                if hasattr(self, "budget_started") else {})  # (absent: nothing trained this call)
+                if self.budget_started is not None else {})  # (absent: nothing trained this call)
         return dict(time_budget_minutes=self.config.time_budget_minutes,
                     calibration=self.calibration, budget_plan=self.budget_plan,
                     budget_exhausted=self.budget_exhausted,
