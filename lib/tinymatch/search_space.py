@@ -85,8 +85,15 @@ _DIMENSIONS = (
     Dimension("warmup_image_size", CATEGORICAL, choices=(0, 32, 48),
               sets="warmup_image_size (0, or image_size itself, or a run without warm-up: none)"),
     Dimension("stem_stride", CATEGORICAL, choices=(1, 2)),
+    # Added after the committed study (3 Dec 2026): the geometric augmentation's strength was the
+    # largest single gain measured by hand (benchmarks/README.md, "Lighter augmentation"), and depth
+    # is the capacity knob that costs no resolution. Ranges: none up to the issue's factors.
+    Dimension("zoom", FLOAT, 0.0, 0.3, step=0.05),
+    Dimension("rotation", FLOAT, 0.0, 0.2, step=0.025, sets="rotation (a fraction of a full turn)"),
+    Dimension("translation", FLOAT, 0.0, 0.2, step=0.05),
+    Dimension("blocks_per_stage", CATEGORICAL, choices=(1, 2)),
 )
-_COMPACT_ONLY = ("width", "stem_stride")  # knobs of the compact backbone alone
+_COMPACT_ONLY = ("width", "stem_stride", "blocks_per_stage")  # knobs of the compact backbone alone
 
 # Recipe ideas of issue 14 the study cannot search yet: each needs a Config field (or value) and
 # its implementation in train/model first.

@@ -154,6 +154,27 @@ def recipe_table(study_dir, run_config, top: int = 5, *, facts=None) -> tuple[st
     return table, outside
 
 
+# Recipe fields a study may leave unsearched; the report names those where the run and the study's
+# base config differ (a study cannot vouch for what it held fixed).
+UNSEARCHED_RECIPE_FIELDS = ("backbone", "width", "max_filters", "blocks_per_stage", "stem_stride",
+                            "image_size", "embedding_dim", "head_hidden", "dropout", "augment",
+                            "zoom", "flip", "rotation", "translation", "brightness", "contrast",
+                            "loss", "optimizer", "test_time_flip")
+
+
+def unsearched_differences(facts: dict, run_config) -> list[tuple[str, Any, Any]]:
+    """(field, this run's value, the study's base value) for each recipe field outside the study's
+    space where the run differs from the study's base config (a field the base predates counts
+    at its Config default)."""
+    from tinymatch.config import Config
+
+    searched = {row["parameter"] for row in facts["search_space"]}
+    base = Config().to_dict() | facts.get("base_config", {})
+    run = run_config.to_dict()
+    return [(field, run[field], base[field]) for field in UNSEARCHED_RECIPE_FIELDS
+            if field not in searched and field in base and run[field] != base[field]]
+
+
 def study_markdown(study_dir, figs=None, run_config=None) -> str:
     """The study's prose: setup, budget, outcome, the search space and the best trials; with
     `run_config`, also the run's recipe beside the best trials (`recipe_table`)."""
@@ -197,6 +218,13 @@ def study_markdown(study_dir, figs=None, run_config=None) -> str:
                    f"{'lies' if outside == 1 else 'lie'} outside the best trials' values: the "
                    "recipe is not this study's winner, and the study's short trials cannot say "
                    "which is better at full length.")
+        differences = unsearched_differences(f, run_config)
+        if differences:
+            listed = ", ".join(f"`{field}` {_value(value)} (the base's {_value(base)})"
+                               for field, value, base in differences)
+            verdict += (f" Outside the searched space, this run differs from the study's base "
+                        f"configuration in {listed}: the study held these fixed, so it says "
+                        "nothing about them.")
         text += ["", f"{TABLE_NUMBERS.ref('study_recipe')} sets this run's recipe, in the study's "
                  f"terms, beside the best trial and the best complete trials. {verdict}", "",
                  TABLE_NUMBERS.markdown("study_recipe", table)]

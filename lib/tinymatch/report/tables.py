@@ -408,6 +408,7 @@ def model_label(config: Config) -> str:
     label = config.backbone
     if config.backbone == "compact":
         label += f" w{config.width}" + (f" (max {config.max_filters} filters)" if config.max_filters else "")
+        label += f", {config.blocks_per_stage} blocks a stage" if config.blocks_per_stage > 1 else ""
     label += (f" @{config.warmup_image_size}->{config.image_size} px" if config.warmup_image_size
               else f" @{config.image_size} px")
     if config.backbone == "compact" and config.stem_stride == 2:
