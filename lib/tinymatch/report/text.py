@@ -157,11 +157,11 @@ def _pretrained_caveat(run: Mapping[str, Any]) -> str:
 def architecture_markdown(run: Mapping[str, Any]) -> str:
     config, facts, metrics = run["config"], run.get("model_facts", {}), run.get("metrics", {})
     cap = f", at most {config.max_filters}" if config.max_filters else ""
-    cap += f"; {config.blocks_per_stage} residual blocks a stage" if config.blocks_per_stage > 1 else ""
+    blocks = f"; {config.blocks_per_stage} residual blocks a stage" if config.blocks_per_stage > 1 else ""
     stem = ("; a 4x4 stride-2 stem, so the network runs at half the input's side"
             if config.stem_stride == 2 else "")
     backbone = (f"the compact residual CNN of `tinymatch.model` (first stage {config.width} filters, doubling "
-                f"per stage{cap}{stem})" if config.backbone == "compact" else
+                f"per stage{cap}{blocks}{stem})" if config.backbone == "compact" else
                 f"Keras Applications' `{config.backbone}` ({'ImageNet weights' if config.weights else 'random init'}, "
                 f"input resized to {config.image_size} px)")
     rows = [["backbone", backbone],
