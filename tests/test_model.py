@@ -231,6 +231,8 @@ def test_foreign_classes_are_refused_before_keras_reads_the_file(tmp_path, real_
 
 def test_the_committed_reference_models_still_load():
     reference = Path(__file__).resolve().parents[1] / "reports" / "reference"
+    if not (reference / "siamese.keras").is_file():  # committed only when under 5 MiB (Makefile)
+        pytest.skip("reports/reference holds no model files")
     siamese = load_model(reference / "siamese.keras")
     assert len(siamese.inputs) == 2 and 0 < siamese_threshold(siamese)
     assert len(load_model(reference / "model.keras").inputs) == 1
