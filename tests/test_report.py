@@ -167,6 +167,16 @@ def test_loss_comparison_table_has_one_row_per_run(tmp_path):
     assert text.count("collapsed embedding") == 1
 
 
+def test_model_labels_name_the_blocks_a_stage():
+    from tinymatch.report import tables
+
+    one = Config.from_profile("smoke", backbone="compact", width=48, embedding_dim=1024, blocks_per_stage=1)
+    two = one.replace(blocks_per_stage=2)
+    assert tables.short_model_label(one) == "w48, 1024-d"
+    assert tables.short_model_label(two) == "w48 x2, 1024-d"
+    assert "2 blocks a stage" in tables.model_label(two) and "blocks" not in tables.model_label(one)
+
+
 def test_repeats_of_the_recipe_with_other_seeds_replace_the_one_run_caveat(tmp_path):
     def seeded(name, seed, auc, ci, loss="semihard"):
         run_dir = _fake_run(tmp_path / name, loss, auc)

@@ -424,8 +424,11 @@ def warmup_label(config: Config) -> str:
 
 
 def short_model_label(config: Config) -> str:
-    """A table cell's name for a model: "w48, 1024-d" (compact width) or "resnet50, 128-d"."""
+    """A table cell's name for a model: "w48, 1024-d" (compact width; "w48 x2, 1024-d" with two
+    residual blocks a stage) or "resnet50, 128-d"."""
     name = f"w{config.width}" if config.backbone == "compact" else config.backbone
+    if config.backbone == "compact" and config.blocks_per_stage > 1:
+        name += f" x{config.blocks_per_stage}"  # the full model_label, in the legend, spells it out
     return f"{name}, {config.embedding_dim}-d"
 
 
