@@ -58,8 +58,8 @@ report: $(BIN)/tinymatch
 	  $(foreach run,$(COMPARE),--compare $(run)) $(if $(STUDY),--study $(STUDY)) \
 	  $(if $(ABLATION),--ablation $(ABLATION)) $(REPORT_FLAGS)
 
-# The committed reference: train, store the weights at float16 precision (each model file under
-# 5 MB) before anything is evaluated, render the report from exactly those weights, publish it
+# The committed reference: train, store the weights at float16 precision (about half the float32
+# file) before anything is evaluated, render the report from exactly those weights, publish it
 # (reports/report.html, reports/report.pdf, figs/: the only target that writes them) and keep the
 # run's config, metrics, history, training summary (and both models, when each is under 5 MiB) in reports/reference/. With
 # STUDY and ABLATION, their study.db and ablation.json are kept as reports/study/ and

@@ -1,8 +1,8 @@
 """Warm-up step time of `cpu`-profile network shapes, timed against each other in one process.
 
 Each variant is the `cpu` profile with some fields changed (JSON on the command line); its
-warm-up training model (embedding + CosFace classifier + Adam) takes `train_on_batch` steps on
-one fixed P x K batch of random 64x64 images (no input pipeline), so the figure is the network's
+warm-up training model (embedding, the training's own warm-up classifier and loss, Adam) takes
+`train_on_batch` steps on one fixed P x K batch of random 64x64 images (no input pipeline), so the figure is the network's
 cost alone. The variants are timed in interleaved rounds and the best round counts, so a
 machine that slows down mid-run penalises every variant alike. Use it to price a shape change
 before spending a full-length run on it: at a fixed time budget a step 1.4x dearer gets 1/1.4 of
@@ -42,9 +42,9 @@ def main(argv=None) -> int:
 
     import keras
 
-    from tinymatch import losses
     from tinymatch.config import Config
-    from tinymatch.model import CosineClassifier, build_embedding_model
+    from tinymatch.model import build_embedding_model
+    from tinymatch.train import warmup_head
 
     base = Config.from_profile(args.profile)
     batch = base.classes_per_batch * base.images_per_class
@@ -55,10 +55,9 @@ def main(argv=None) -> int:
     for name, changes in variants.items():
         config = base.replace(**changes)
         embedding = build_embedding_model(config)
-        scores = CosineClassifier(args.classes, dtype="float32", name="classifier")(embedding.output)
+        scores, loss = warmup_head(embedding.output, args.classes, config)  # the training's own head
         model = keras.Model(embedding.input, scores)
-        model.compile(keras.optimizers.Adam(1e-3),
-                      losses.AdditiveMarginSoftmaxLoss(config.warmup_scale, config.warmup_margin))
+        model.compile(keras.optimizers.Adam(1e-3), loss)
         for _ in range(3):  # tracing and oneDNN's first-call setup are not the steady state
             model.train_on_batch(images, labels)
         models[name] = (model, embedding.count_params())

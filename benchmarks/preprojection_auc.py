@@ -32,18 +32,16 @@ def score_run(run_dir: Path) -> dict:
     from tinymatch.callbacks import val_auc
     from tinymatch.config import Config
     from tinymatch.embed import load_embedding_model
-    from tinymatch.pairs import make_pairs
-    from tinymatch.train import VAL_SELECTION_IMAGES
+    from tinymatch.train import val_selection_indices, val_selection_pairs
 
     config = Config.load(run_dir / "config.json")
     dataset = data.load_dataset_for(config, progress=False)
     splits = rundir.run_splits(run_dir, dataset, config)  # the run's split.csv: read, never written
     val_indices = splits.indices(config.protocol, "val")
     # The same selection and pairs as the training's per-epoch val AUC.
-    chosen = np.sort(np.random.default_rng(config.seed).permutation(val_indices)[:VAL_SELECTION_IMAGES])
+    chosen = val_selection_indices(val_indices, config.seed)
     images = np.asarray(dataset.images[chosen], dtype=np.float32)
-    pairs = make_pairs(np.asarray(dataset.labels[chosen]), max_positive_pairs=config.max_positive_pairs,
-                       seed=config.seed)
+    pairs = val_selection_pairs(np.asarray(dataset.labels[chosen]), config)
     model = load_embedding_model(run_dir / "model.keras")
     # model.keras holds the flip-averaging wrapper around the embedding model.
     if "embedding" in [layer.name for layer in model.layers]:

@@ -58,7 +58,7 @@ from tinymatch.metrics import choose_threshold, pair_distances
 from tinymatch.model import (CosineClassifier, backbone_of, build_embedding_model,
                              build_flip_averaged_model, build_siamese_model, load_model)
 from tinymatch.model_files import save_model, store_weights_at_half_precision  # noqa: F401 (re-export)
-from tinymatch.pairs import make_pairs
+from tinymatch.pairs import Pairs, make_pairs
 from tinymatch.rundir import RunDir, read_history
 
 VAL_SELECTION_IMAGES = 2000  # val images embedded after every epoch to pick the best checkpoint
@@ -197,9 +197,7 @@ class _Session:
         self.train_indices = np.sort(np.asarray(train_idx, dtype=np.int64))
         self.train_labels = np.asarray(self.dataset.labels[self.train_indices], dtype=np.int32)
         self.val_images, self.val_labels, self.val_inputs = self._val_selection(val_idx)
-        # The evaluation's pair sampler: a training run's val AUC is the evaluation's quantity.
-        self.val_pairs = make_pairs(self.val_labels, max_positive_pairs=config.max_positive_pairs,
-                                    seed=config.seed)
+        self.val_pairs = val_selection_pairs(self.val_labels, config)
         # Every replica trains on its own P x K batch (tinymatch.distribute): a step sees
         # replicas x P x K images, and the default epoch is one pass over the training images.
         self.replicas = strategy.num_replicas_in_sync
@@ -228,8 +226,7 @@ class _Session:
     def _val_selection(self, val_idx):
         """(images, labels, inputs): the val images that pick the best epoch, and what the
         trained model takes of them (the images, or both views' cached features)."""
-        rng = np.random.default_rng(self.config.seed)
-        chosen = np.sort(rng.permutation(val_idx)[:VAL_SELECTION_IMAGES])
+        chosen = val_selection_indices(val_idx, self.config.seed)
         images = np.asarray(self.dataset.images[chosen], dtype=np.float32)
         inputs = np.asarray(self.inputs[chosen], dtype=np.float32) if self.on_features else images
         return images, np.asarray(self.dataset.labels[chosen]), inputs
@@ -318,19 +315,7 @@ class _Session:
         return model
 
     def _warmup_head(self, embeddings):
-        """(class scores, loss) of the warm-up classifier that config.warmup_head names."""
-        classes = int(self.class_lookup.max()) + 1
-        c = self.config
-        if c.warmup_head == "cosface":
-            cosines = CosineClassifier(classes, dtype="float32", name="classifier")(embeddings)
-            return cosines, losses.AdditiveMarginSoftmaxLoss(c.warmup_scale, c.warmup_margin,
-                                                             c.label_smoothing)
-        logits = keras.layers.Rescaling(c.warmup_scale, name="logit_scale")(embeddings)
-        logits = keras.layers.Dense(classes, use_bias=False, dtype="float32",
-                                    name="classifier")(logits)
-        if c.label_smoothing:
-            return logits, losses.SmoothedSoftmaxLoss(c.label_smoothing)
-        return logits, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return warmup_head(embeddings, int(self.class_lookup.max()) + 1, self.config)
 
     def _restore_or_build(self, epoch):
         """The compiled training model for `epoch`: from the checkpoint when it is the same segment."""
@@ -696,6 +681,31 @@ class _Session:
 # --------------------------------------------------------------------------------------------------
 # Helpers
 
+def warmup_head(embeddings, classes: int, config):
+    """(class scores, loss) of the warm-up classifier over `classes` that config.warmup_head names."""
+    c = config
+    if c.warmup_head == "cosface":
+        cosines = CosineClassifier(classes, dtype="float32", name="classifier")(embeddings)
+        return cosines, losses.AdditiveMarginSoftmaxLoss(c.warmup_scale, c.warmup_margin, c.label_smoothing)
+    logits = keras.layers.Rescaling(c.warmup_scale, name="logit_scale")(embeddings)
+    logits = keras.layers.Dense(classes, use_bias=False, dtype="float32", name="classifier")(logits)
+    if c.label_smoothing:
+        return logits, losses.SmoothedSoftmaxLoss(c.label_smoothing)
+    return logits, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def val_selection_indices(val_indices, seed: int) -> np.ndarray:
+    """The val images embedded after every epoch to pick the best checkpoint: a seeded sample of
+    at most VAL_SELECTION_IMAGES, sorted (reads from the memory map in order)."""
+    return np.sort(np.random.default_rng(seed).permutation(val_indices)[:VAL_SELECTION_IMAGES])
+
+
+def val_selection_pairs(labels, config) -> Pairs:
+    """The pairs of the selection's `labels` that the per-epoch val AUC is measured on: the
+    evaluation's sampler (random negatives), so a training run's val AUC is the evaluation's."""
+    return make_pairs(labels, max_positive_pairs=config.max_positive_pairs, seed=config.seed)
+
+
 def _optimizer(config, total_steps, peak_learning_rate=None):
     """The configured optimizer, its learning rate scheduled over the phase's `total_steps`
     (`tinymatch.schedules`), with a moving average of the weights when `config.ema_decay`."""
@@ -759,4 +769,5 @@ def _finished_result(run_dir):
 
 # store_weights_at_half_precision: re-exported for `tinymatch half-precision` (lives in model_files).
 __all__ = ["train", "is_finished", "TrainResult", "ConfigMismatchError", "TrainingFailedError",
-           "WorkerLostError", "mixed_precision_policy", "store_weights_at_half_precision"]
+           "WorkerLostError", "mixed_precision_policy", "store_weights_at_half_precision",
+           "val_selection_indices", "val_selection_pairs", "warmup_head"]
