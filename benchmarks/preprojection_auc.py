@@ -46,12 +46,15 @@ def score_run(run_dir: Path) -> dict:
     # model.keras holds the flip-averaging wrapper around the embedding model.
     if "embedding" in [layer.name for layer in model.layers]:
         model = model.get_layer("embedding")
-    pooled_model = keras.Model(model.inputs, model.get_layer("pooling").output)
+    # One forward pass a view gives both the embedding and the pooled features.
+    both = keras.Model(model.inputs, [model.outputs[0], model.get_layer("pooling").output])
+    plain, mirrored = ([np.asarray(out) for out in both.predict(view, batch_size=500, verbose=0)]
+                      for view in (images, images[:, :, ::-1, :]))
     scores = {}
     for flip in (False, True):
-        views = [images] + ([images[:, :, ::-1, :]] if flip else [])
-        embedding = sum(np.asarray(model.predict(view, batch_size=500, verbose=0)) for view in views)
-        pooled = sum(_unit(np.asarray(pooled_model.predict(view, batch_size=500, verbose=0))) for view in views)
+        views = [plain] + ([mirrored] if flip else [])
+        embedding = sum(view[0] for view in views)
+        pooled = sum(_unit(view[1]) for view in views)
         suffix = ", flip-averaged" if flip else ""
         scores[f"embedding{suffix}"] = round(val_auc(_unit(embedding), pairs, config.distance_metric), 4)
         scores[f"pooled ({pooled.shape[1]}-d){suffix}"] = round(val_auc(_unit(pooled), pairs,
