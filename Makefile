@@ -61,7 +61,7 @@ report: $(BIN)/tinymatch
 # The committed reference: train, store the weights at float16 precision (about half the float32
 # file) before anything is evaluated, render the report from exactly those weights, publish it
 # (reports/report.html, reports/report.pdf, figs/: the only target that writes them) and keep the
-# run's config, metrics, history, training summary (and both models, when each is under 5 MiB) in reports/reference/. With
+# run's config, metrics, history, training summary, error analysis (and both models, when each is under 5 MiB) in reports/reference/. With
 # STUDY and ABLATION, their study.db and ablation.json are kept as reports/study/ and
 # reports/ablation/, so a later re-render can pass STUDY=reports/study ABLATION=reports/ablation
 # (run directories are not committed).
@@ -73,6 +73,8 @@ reference: $(BIN)/tinymatch
 	$(MAKE) report PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) DATA="$(DATA)" COMPARE="$(COMPARE)" STUDY="$(STUDY)" ABLATION="$(ABLATION)" REPORT_FLAGS=--publish
 	mkdir -p reports/reference
 	cp $(RUN_DIR)/config.json $(RUN_DIR)/metrics.json $(RUN_DIR)/history.csv $(RUN_DIR)/training.json reports/reference/
+	@# The error analysis carries the class-bootstrap intervals a later report's seed spread reads.
+	@if [ -e $(RUN_DIR)/error_analysis.json ]; then cp $(RUN_DIR)/error_analysis.json reports/reference/; fi
 	@# Model files go in only under 5 MiB each (the repository takes no large weights).
 	@for m in model.keras siamese.keras; do rm -f reports/reference/$$m; \
 	  if [ $$(stat -c %s $(RUN_DIR)/$$m) -le 5242880 ]; then cp $(RUN_DIR)/$$m reports/reference/; \

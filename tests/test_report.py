@@ -200,6 +200,31 @@ def test_repeats_of_the_recipe_with_other_seeds_replace_the_one_run_caveat(tmp_p
     assert "within the intervals (they overlap)" in text
     assert "do not overlap" in report.seed_spread_sentence(run, report.repeat_runs(run, [apart]))
     assert "**One run.**" in report.conclusion_markdown(run, [main, other_recipe])
+    assert "class-bootstrap" not in text  # no error analysis in these runs
+
+
+def test_the_seed_spread_also_reads_the_class_bootstrap_intervals_when_every_run_has_them(tmp_path):
+    """Seeds hold out different classes: pair intervals that miss each other can sit inside class
+    intervals that overlap, and the sentence says both."""
+    def seeded(name, seed, auc, pair_ci, class_ci):
+        run_dir = _fake_run(tmp_path / name, "semihard", auc)
+        Config.from_profile("smoke", seed=seed).save(run_dir / "config.json")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        for protocol in ("seen", "unseen"):
+            metrics[protocol]["trained"]["test"].update(roc_auc_ci95=pair_ci)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        if class_ci:
+            analysis = {"protocols": {p: {"roc_auc_class_ci95": class_ci} for p in ("seen", "unseen")}}
+            (run_dir / "error_analysis.json").write_text(json.dumps(analysis))
+        return run_dir
+
+    main = report.read_run(seeded("main", 1337, 0.84, [0.836, 0.851], [0.821, 0.864]))
+    other = report.read_run(seeded("other", 1338, 0.87, [0.863, 0.875], [0.846, 0.889]))
+    sentence = report.seed_spread_sentence(main, [other])
+    assert "(they do not overlap); class-bootstrap intervals 0.821 - 0.864, 0.846 - 0.889: within the " \
+           "intervals (they overlap)" in sentence
+    bare = report.read_run(seeded("bare", 1339, 0.87, [0.863, 0.875], None))
+    assert "class-bootstrap" not in report.seed_spread_sentence(main, [bare])
 
 
 def test_a_time_budgeted_recipe_on_a_machine_of_another_speed_is_not_a_seed_repeat(tmp_path):

@@ -1098,9 +1098,25 @@ def repeat_runs(run: Mapping[str, Any], run_dirs: Sequence[str | os.PathLike]) -
     return repeats
 
 
+def _class_intervals(runs: Sequence[Mapping[str, Any]], protocol: str) -> list | None:
+    """Each run's class-bootstrap 95% interval of `protocol`'s test AUC (error_analysis.json), or
+    None unless every run has one."""
+    intervals = [(r.get("error_analysis") or {}).get("protocols", {}).get(protocol, {}).get("roc_auc_class_ci95")
+                 for r in runs]
+    return intervals if all(ci and None not in ci for ci in intervals) else None
+
+
+def _overlap_words(intervals: Sequence[Sequence[float]]) -> str:
+    overlap = max(ci[0] for ci in intervals) <= min(ci[1] for ci in intervals)
+    return "within the intervals (they overlap)" if overlap else "larger than the intervals (they do not overlap)"
+
+
 def seed_spread_sentence(run: Mapping[str, Any], repeats: Sequence[Mapping[str, Any]]) -> str:
     """How far repeats of the recipe (other seeds, each with its own split) land from this run, and
-    whether their 95% pair-bootstrap intervals overlap; "" without repeats."""
+    whether their 95% pair-bootstrap intervals overlap; "" without repeats. Where every run has an
+    error analysis, also whether the class-bootstrap intervals overlap: each seed holds out other
+    classes, so the interval that resamples classes is the one that covers what differs between
+    seeds (the pair bootstrap holds the classes fixed)."""
     if not repeats:
         return ""
     runs = [run, *repeats]
@@ -1110,11 +1126,16 @@ def seed_spread_sentence(run: Mapping[str, Any], repeats: Sequence[Mapping[str, 
         if any(t is None or "roc_auc_ci95" not in t for t in tests):
             continue
         aucs = [t["roc_auc"] for t in tests]
-        overlap = max(t["roc_auc_ci95"][0] for t in tests) <= min(t["roc_auc_ci95"][1] for t in tests)
         figures = "; ".join(f"seed {r['config'].seed}: {fmt(t['roc_auc'])} ({fmt(t['roc_auc_ci95'][0])} - "
                             f"{fmt(t['roc_auc_ci95'][1])})" for r, t in zip(runs, tests))
-        parts.append(f"{_protocol_name(protocol)}: {figures}, a spread of {fmt(max(aucs) - min(aucs))}, "
-                     + ("within the intervals (they overlap)" if overlap else "larger than the intervals (they do not overlap)"))
+        part = (f"{_protocol_name(protocol)}: {figures}, a spread of {fmt(max(aucs) - min(aucs))}, "
+                + _overlap_words([t["roc_auc_ci95"] for t in tests]))
+        class_intervals = _class_intervals(runs, protocol)
+        if class_intervals:
+            part += ("; class-bootstrap intervals " + ", ".join(
+                f"{fmt(ci[0])} - {fmt(ci[1])}" for ci in class_intervals) + ": "
+                + _overlap_words(class_intervals))
+        parts.append(part)
     if not parts:
         return ""
     names = ", ".join(f"`{Path(r['run_dir']).name}`" for r in repeats)
