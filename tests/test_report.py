@@ -860,6 +860,11 @@ def test_a_time_budgeted_run_says_how_its_steps_were_chosen():
     assert "set 150 steps per epoch" in replanned
     assert "From epoch 2 (a new phase) it planned again from the seconds its finished epochs had taken " \
            "(1.50 s a step): 123 steps per epoch." in replanned
+    assert "absorbed the whole shortfall" not in replanned  # 123 of 150 steps: not squeezed
+    squeezed = time_budget_sentence(config, dict(training, budget_plan=[
+        dict(plan[0], steps_per_epoch=549, step_seconds=0.2569), dict(plan[1], steps_per_epoch=258, step_seconds=0.292)]))
+    assert ("**That is 47% of the 549 steps an epoch planned before:** the earlier epochs ran 14% slower a step "
+            "than planned, and the budget is re-planned only when a phase starts") in squeezed
     spent = time_budget_sentence(config, dict(training, budget_exhausted=True, epochs_run=1))
     assert "The budget ran out before the last epoch: the run stopped after 1 epoch." in spent
     assert time_budget_sentence(Config.from_profile("smoke"), training) == ""

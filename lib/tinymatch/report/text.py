@@ -375,10 +375,11 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
                  f"{calibration['step_seconds']:.2f} s, an epoch's validation and checkpoint "
                  f"{calibration['epoch_overhead_seconds']:.1f} s) and set {first} steps per epoch, so "
                  f"that the epochs, and the learning-rate schedules with them, end when the budget does.")
-        for later in plan[1:]:
+        for earlier, later in zip(plan, plan[1:]):
             text += (f" From epoch {later['from_epoch']} (a new phase) it planned again from the seconds "
                      f"its finished epochs had taken ({later['step_seconds']:.2f} s a step): "
                      f"{later['steps_per_epoch']} steps per epoch.")
+            text += _squeezed_phase_sentence(earlier, later)
         text += " A faster machine trains more steps in the same minutes."
         if training.get("budget_used_seconds"):
             text += (f" In all it used {training['budget_used_seconds'] / 60:.1f} of the "
@@ -390,6 +391,24 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
         text += (f" The budget ran out before the last epoch: the run stopped after {ran} "
                  f"epoch{'' if ran == 1 else 's'}.")
     return text
+
+
+SQUEEZED_PHASE_SHARE = 0.8  # a re-planned phase below this share of the earlier plan's steps is flagged
+
+
+def _squeezed_phase_sentence(earlier: Mapping[str, Any], later: Mapping[str, Any]) -> str:
+    """A warning when a re-plan left a phase far fewer steps an epoch than the plan before it: the
+    budget re-plans only when a phase starts, so a machine that ran slower than its calibration
+    puts the whole shortfall on the later phase (benchmarks/README.md, "Four images a class in a
+    batch": 258 triplet steps an epoch instead of 549). Empty otherwise."""
+    before, after = earlier.get("steps_per_epoch"), later.get("steps_per_epoch")
+    if not before or not after or after >= SQUEEZED_PHASE_SHARE * before:
+        return ""
+    slower = (f" ran {100 * (later['step_seconds'] / earlier['step_seconds'] - 1):.0f}% slower a step than "
+              f"planned, and" if earlier.get("step_seconds") and later.get("step_seconds") else "")
+    return (f" **That is {100 * after / before:.0f}% of the {before} steps an epoch planned before:** the "
+            f"earlier epochs{slower} the budget is re-planned only when a phase starts, so this phase absorbed "
+            f"the whole shortfall; on a machine whose speed holds, the same recipe trains this phase longer.")
 
 
 def budget_steps(training: Mapping[str, Any]) -> int | None:
