@@ -865,6 +865,9 @@ def test_a_time_budgeted_run_says_how_its_steps_were_chosen():
         dict(plan[0], steps_per_epoch=549, step_seconds=0.2569), dict(plan[1], steps_per_epoch=258, step_seconds=0.292)]))
     assert ("**That is 47% of the 549 steps an epoch planned before:** the earlier epochs ran 14% slower a step "
             "than planned, and the budget is re-planned only when a phase starts") in squeezed
+    from tinymatch.report.text import _squeezed_phase_sentence
+    unknown_speed = _squeezed_phase_sentence(dict(steps_per_epoch=549), dict(steps_per_epoch=258))
+    assert "the earlier epochs ran slower than planned, and the budget is re-planned" in unknown_speed
     spent = time_budget_sentence(config, dict(training, budget_exhausted=True, epochs_run=1))
     assert "The budget ran out before the last epoch: the run stopped after 1 epoch." in spent
     assert time_budget_sentence(Config.from_profile("smoke"), training) == ""

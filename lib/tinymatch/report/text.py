@@ -405,7 +405,8 @@ def _squeezed_phase_sentence(earlier: Mapping[str, Any], later: Mapping[str, Any
     if not before or not after or after >= SQUEEZED_PHASE_SHARE * before:
         return ""
     slower = (f" ran {100 * (later['step_seconds'] / earlier['step_seconds'] - 1):.0f}% slower a step than "
-              f"planned, and" if earlier.get("step_seconds") and later.get("step_seconds") else "")
+              f"planned, and" if earlier.get("step_seconds") and later.get("step_seconds")
+              else " ran slower than planned, and")
     return (f" **That is {100 * after / before:.0f}% of the {before} steps an epoch planned before:** the "
             f"earlier epochs{slower} the budget is re-planned only when a phase starts, so this phase absorbed "
             f"the whole shortfall; on a machine whose speed holds, the same recipe trains this phase longer.")
