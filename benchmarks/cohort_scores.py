@@ -19,13 +19,10 @@ Usage:
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from run_validation import main_over_runs, run_validation, trained_embedding
 
 COHORT_IMAGES = 15_000  # a fifth of the joint protocol's training part
 NEIGHBOURS = (50, 200, 1000)
@@ -46,26 +43,19 @@ def class_posteriors(similarities: np.ndarray, scale: float) -> np.ndarray:
 
 
 def score_run(run_dir: Path) -> dict:
-    from tinymatch import data, rundir
-    from tinymatch.config import Config
-    from tinymatch.embed import load_embedding_model
     from tinymatch.metrics import roc_auc
-    from tinymatch.train import val_selection_indices, val_selection_pairs
 
-    config = Config.load(run_dir / "config.json")
-    dataset = data.load_dataset_for(config, progress=False)
-    splits = rundir.run_splits(run_dir, dataset, config)  # the run's split.csv: read, never written
-    chosen = val_selection_indices(splits.indices(config.protocol, "val"), config.seed)
-    pairs = val_selection_pairs(np.asarray(dataset.labels[chosen]), config)
-    training = splits.indices(config.protocol, "train")
+    validation = run_validation(run_dir)
+    config, dataset, pairs = validation.config, validation.dataset, validation.pairs
+    training = validation.splits.indices(config.protocol, "train")
     cohort = np.sort(np.random.default_rng(config.seed).permutation(training)[:COHORT_IMAGES])
-    model = load_embedding_model(run_dir / "model.keras")  # flip-averaged, as evaluated
+    model = trained_embedding(run_dir, flip_averaged=True)  # as evaluated
 
-    def embed(indices):
-        return np.asarray(model.predict(np.asarray(dataset.images[indices], np.float32),
-                                        batch_size=500, verbose=0))
+    def embed(images):
+        return np.asarray(model.predict(images, batch_size=500, verbose=0))
 
-    val, cohort_embeddings = embed(chosen), embed(cohort)
+    val = embed(validation.images)
+    cohort_embeddings = embed(np.asarray(dataset.images[cohort], np.float32))
     cohort_labels = np.asarray(dataset.labels[cohort])
     first, second = pairs.first, pairs.second
     cosine = np.sum(val[first] * val[second], axis=1)
@@ -92,20 +82,7 @@ def score_run(run_dir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    run_dirs = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
-    if not run_dirs:
-        print(__doc__)
-        return 2
-    for run_dir in run_dirs:
-        if not (run_dir / "model.keras").is_file():
-            print(f"{run_dir}: no model.keras (a finished training run's directory is needed)", file=sys.stderr)
-            return 2
-        started = time.perf_counter()
-        scores = score_run(run_dir)
-        print(run_dir, f"({time.perf_counter() - started:.0f} s)")
-        for name, value in scores.items():
-            print(f"  {name}: {value}")
-    return 0
+    return main_over_runs(score_run, __doc__, argv)
 
 
 if __name__ == "__main__":

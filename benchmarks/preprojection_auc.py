@@ -13,39 +13,20 @@ Usage:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+from run_validation import main_over_runs, run_validation, trained_embedding, unit
 
 
 def score_run(run_dir: Path) -> dict:
     import keras
 
-    from tinymatch import data, rundir
     from tinymatch.callbacks import val_auc
-    from tinymatch.config import Config
-    from tinymatch.embed import load_embedding_model
-    from tinymatch.train import val_selection_indices, val_selection_pairs
 
-    config = Config.load(run_dir / "config.json")
-    dataset = data.load_dataset_for(config, progress=False)
-    splits = rundir.run_splits(run_dir, dataset, config)  # the run's split.csv: read, never written
-    val_indices = splits.indices(config.protocol, "val")
-    # The same selection and pairs as the training's per-epoch val AUC.
-    chosen = val_selection_indices(val_indices, config.seed)
-    images = np.asarray(dataset.images[chosen], dtype=np.float32)
-    pairs = val_selection_pairs(np.asarray(dataset.labels[chosen]), config)
-    model = load_embedding_model(run_dir / "model.keras")
-    # model.keras holds the flip-averaging wrapper around the embedding model.
-    if "embedding" in [layer.name for layer in model.layers]:
-        model = model.get_layer("embedding")
+    validation = run_validation(run_dir)
+    config, images, pairs = validation.config, validation.images, validation.pairs
+    model = trained_embedding(run_dir, flip_averaged=False)
     # One forward pass a view gives both the embedding and the pooled features.
     both = keras.Model(model.inputs, [model.outputs[0], model.get_layer("pooling").output])
     plain, mirrored = ([np.asarray(out) for out in both.predict(view, batch_size=500, verbose=0)]
@@ -54,25 +35,17 @@ def score_run(run_dir: Path) -> dict:
     for flip in (False, True):
         views = [plain] + ([mirrored] if flip else [])
         embedding = sum(view[0] for view in views)
-        pooled = sum(_unit(view[1]) for view in views)
+        pooled = sum(unit(view[1]) for view in views)
         suffix = ", flip-averaged" if flip else ""
-        scores[f"embedding{suffix}"] = round(val_auc(_unit(embedding), pairs, config.distance_metric), 4)
-        scores[f"pooled ({pooled.shape[1]}-d){suffix}"] = round(val_auc(_unit(pooled), pairs,
+        scores[f"embedding{suffix}"] = round(val_auc(unit(embedding), pairs, config.distance_metric), 4)
+        scores[f"pooled ({pooled.shape[1]}-d){suffix}"] = round(val_auc(unit(pooled), pairs,
                                                                          config.distance_metric), 4)
     return scores
 
 
 def main(argv=None) -> int:
-    run_dirs = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
-    if not run_dirs:
-        print(__doc__)
-        return 2
-    for run_dir in run_dirs:
-        if not (run_dir / "model.keras").is_file():
-            print(f"{run_dir}: no model.keras (a finished training run's directory is needed)", file=sys.stderr)
-            return 2
-        print(run_dir, json.dumps(score_run(run_dir)))
-    return 0
+    return main_over_runs(score_run, __doc__, argv,
+                          show=lambda run_dir, scores, seconds: print(run_dir, json.dumps(scores)))
 
 
 if __name__ == "__main__":

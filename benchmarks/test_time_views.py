@@ -20,21 +20,13 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from run_validation import main_over_runs, run_validation, trained_embedding, unit
 
 SIZES = (32, 48, 64, 96)  # sizes the backbone builds at (its stride-2 shortcuts need even sides)
 SHIFT = 3  # pixels at 64 px, each way: a quarter of the lighter augmentation's translation range
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -54,21 +46,11 @@ def _model_at(size: int, config, trained):
 
 
 def score_run(run_dir: Path) -> dict:
-    from tinymatch import data, rundir
     from tinymatch.callbacks import val_auc
-    from tinymatch.config import Config
-    from tinymatch.embed import load_embedding_model
-    from tinymatch.train import val_selection_indices, val_selection_pairs
 
-    config = Config.load(run_dir / "config.json")
-    dataset = data.load_dataset_for(config, progress=False)
-    splits = rundir.run_splits(run_dir, dataset, config)  # the run's split.csv: read, never written
-    chosen = val_selection_indices(splits.indices(config.protocol, "val"), config.seed)
-    images = np.asarray(dataset.images[chosen], dtype=np.float32)
-    pairs = val_selection_pairs(np.asarray(dataset.labels[chosen]), config)
-    trained = load_embedding_model(run_dir / "model.keras")
-    if "embedding" in [layer.name for layer in trained.layers]:  # the flip-averaging wrapper
-        trained = trained.get_layer("embedding")
+    validation = run_validation(run_dir)
+    config, images, pairs = validation.config, validation.images, validation.pairs
+    trained = trained_embedding(run_dir, flip_averaged=False)
 
     def embed(model, views):
         return {name: np.asarray(model.predict(view, batch_size=500, verbose=0))
@@ -87,7 +69,7 @@ def score_run(run_dir: Path) -> dict:
         embeddings[size] = embed(model, views)
 
     def auc(parts):
-        return round(val_auc(_unit(sum(_unit(part) for part in parts)), pairs, config.distance_metric), 4)
+        return round(val_auc(unit(sum(unit(part) for part in parts)), pairs, config.distance_metric), 4)
 
     scores = {"trained model, flip-averaged (as evaluated)": auc(embed(trained, {"p": images, "m": mirrored}).values())}
     for size in SIZES:
@@ -105,20 +87,7 @@ def score_run(run_dir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    run_dirs = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
-    if not run_dirs:
-        print(__doc__)
-        return 2
-    for run_dir in run_dirs:
-        if not (run_dir / "model.keras").is_file():
-            print(f"{run_dir}: no model.keras (a finished training run's directory is needed)", file=sys.stderr)
-            return 2
-        started = time.perf_counter()
-        scores = score_run(run_dir)
-        print(run_dir, f"({time.perf_counter() - started:.0f} s)")
-        for name, value in scores.items():
-            print(f"  {name}: {value}")
-    return 0
+    return main_over_runs(score_run, __doc__, argv)
 
 
 if __name__ == "__main__":
