@@ -5,7 +5,7 @@ import json
 import pytest
 from interrupts import Interrupt, KillAfterEpoch
 
-from tinymatch import budget
+from tinymatch import budget, schedules
 from tinymatch.config import Config, ConfigError
 from tinymatch.rundir import read_history
 from tinymatch.train import train
@@ -192,7 +192,7 @@ def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
     config = _budget_config(synthetic_dir, warmup_epochs=3, epochs=2, time_budget_minutes=10.0)
     session = _Session.__new__(_Session)  # the planning alone: no data, no model
     session.config, session.progress, session.total_epochs = config, False, 5
-    session.steps_per_epoch, session.budget_exhausted = 50, False
+    session.steps_per_epoch, session.budget_exhausted, session.traced_epochs = 50, False, {0}
     session.calibration = dict(step_seconds=0.5, trace_seconds=4.0, epoch_overhead_seconds=5.0,
                                calibration_seconds=20.0)
     session.budget_plan = [dict(from_epoch=1, steps_per_epoch=50, step_seconds=0.5, source="calibration")]
@@ -207,6 +207,99 @@ def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
     assert session._replan_budget(0) and len(session.budget_plan) == 2  # nothing to measure yet
     session.budget_started = time.time() - 600.0  # all spent: the run ends before the new phase
     assert not session._replan_budget(3) and session.budget_exhausted
+
+
+def test_the_plan_gives_each_epoch_its_steps_and_a_re_plan_needs_a_real_change():
+    plan = [dict(from_epoch=1, steps_per_epoch=549), dict(from_epoch=4, steps_per_epoch=500),
+            dict(from_epoch=15, steps_per_epoch=520)]
+    assert [budget.steps_of_epoch(plan, e) for e in (1, 3, 4, 14, 15, 17)] == [549, 549, 500, 500, 520, 520]
+    with pytest.raises(ValueError, match="epoch 0"):
+        budget.steps_of_epoch(plan, 0)
+    # 5% of 549 is 27.45 steps: 521 keeps the plan, 521 - 1 changes it (and so would 577)
+    assert not budget.needs_replan(549, 522) and budget.needs_replan(549, 521)
+    assert not budget.needs_replan(549, 576) and budget.needs_replan(549, 577)
+
+
+class _EpochSteps(budget.keras.callbacks.Callback):
+    """The training batches each epoch ran (0-based epoch -> count), across several `fit`s."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.epoch = {}, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps[self.epoch] = self.steps.get(self.epoch, 0) + 1
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_a_phase_whose_pace_is_off_is_re_planned_after_its_first_measured_epoch(tmp_path, synthetic_dir,
+                                                                             monkeypatch, schedule):
+    """A machine that runs slower than its calibration (here: the plan from the measured epochs
+    halves the steps). The warm-up's first epoch pays for tracing and measures nothing; after its
+    second the phase continues at the new pace, with the same optimizer and a schedule rebuilt
+    for the phase's new length, so the warm-up's linear schedule still reaches zero at its last
+    step. The triplet phase starts at the new pace and keeps it (the plan is unchanged)."""
+    calls = []
+
+    def slower_than_calibrated(*args, **kwargs):
+        calls.append(args)
+        return 4 if len(calls) == 1 else 2
+
+    monkeypatch.setattr(budget, "steps_per_epoch_for_budget", slower_than_calibrated)
+    counter = _EpochSteps()
+    run_dir = tmp_path / "run"
+    config = _budget_config(synthetic_dir, warmup_epochs=3, epochs=2, lr_schedule=schedule)
+    train(config, run_dir, progress=False, callbacks=[counter])
+    assert counter.steps == {0: 4, 1: 4, 2: 2, 3: 2, 4: 2}
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert [(e["from_epoch"], e["steps_per_epoch"], e.get("within_phase", False))
+            for e in summary["budget_plan"]] == [(1, 4, False), (3, 2, True)]
+    assert summary["steps_per_epoch"] == 2 and summary["finished"]
+    assert len(summary["fit_teardown_seconds"]) == 3  # the warm-up's two fits and the triplet phase's
+    history = read_history(run_dir)
+    assert [row["phase"] for row in history] == ["warmup"] * 3 + ["triplet"] * 2
+    floor = config.learning_rate * schedules.COSINE_FLOOR if schedule == "cosine" else 0.0
+    assert history[1]["lr"] > floor and history[2]["lr"] == pytest.approx(floor, abs=1e-9)
+    assert history[-1]["lr"] == pytest.approx(floor * (config.finetune_learning_rate or config.learning_rate)
+                                              / config.learning_rate, abs=1e-9)
+
+
+def test_a_within_phase_proposal_takes_fewer_steps_always_and_more_only_past_the_teardown(synthetic_dir):
+    """After the warm-up's second epoch (1 s a step measured, the first epoch left out as tracing):
+    0.97 x (600 - 155 - 18) = 414.19 s, less 2 traces (8) and 3 epochs' overhead (15) = 391.19 s,
+    over 3 epochs -> 130 steps. Planned 120: a gain of 8%, re-planned when the fits so far ended
+    at once, not when a teardown of 60 s (their mean) or of the 30-s prior (none measured yet) is
+    paid first (110 / 120 steps: no gain left). Planned 150: 130 is always taken."""
+    import time
+
+    from tinymatch.train import _Session
+
+    config = _budget_config(synthetic_dir, warmup_epochs=3, epochs=2, time_budget_minutes=10.0)
+    session = _Session.__new__(_Session)
+    session.config, session.progress, session.total_epochs = config, False, 5
+    session.budget_exhausted, session.traced_epochs, session.fit_teardown_seconds = False, {0}, []
+    session.calibration = dict(step_seconds=0.5, trace_seconds=4.0, epoch_overhead_seconds=5.0,
+                               calibration_seconds=20.0)
+    session.history = [dict(phase="warmup", seconds=s) for s in (80.0, 55.0)]  # 50 steps of 1 s + 5 s
+
+    def propose(planned, teardowns=()):
+        session.steps_per_epoch = planned
+        session.budget_plan = [dict(from_epoch=1, steps_per_epoch=50, step_seconds=0.5, source="calibration")]
+        session.fit_teardown_seconds = list(teardowns)
+        session.budget_started = time.time() - 155.0
+        return session._propose_replan(2)
+
+    assert propose(120, teardowns=[0.0]) in (129, 130)  # (a few ms pass between the two clocks)
+    assert propose(120, teardowns=[0.0, 120.0]) is None
+    assert propose(120) is None
+    assert propose(150) in (129, 130) and propose(150, teardowns=[0.0, 120.0]) in (129, 130)
+    assert propose(126, teardowns=[0.0]) is None  # within 5%
+    assert session._propose_replan(3) is None  # the next epoch starts a new phase: planned there
+    session.traced_epochs = {0, 1}  # both epochs began a fit: no steady epoch measures the pace
+    assert propose(150) is None
 
 
 def test_cheaper_epochs_leave_more_steps_for_each_epoch():
@@ -233,7 +326,7 @@ def test_a_larger_later_phase_is_planned_at_its_calibrated_cost(synthetic_dir):
     config = _budget_config(synthetic_dir, warmup_epochs=3, epochs=2, image_size=64, warmup_image_size=32)
     session = _Session.__new__(_Session)
     session.config, session.progress, session.total_epochs = config, False, 5
-    session.steps_per_epoch, session.budget_exhausted = 50, False
+    session.steps_per_epoch, session.budget_exhausted, session.traced_epochs = 50, False, {0}
     session.calibration = dict(step_seconds=0.25, trace_seconds=4.0, epoch_overhead_seconds=5.0,
                                calibration_seconds=20.0,
                                step_seconds_by_image_size={"32": 0.25, "64": 1.0})

@@ -868,6 +868,18 @@ def test_a_time_budgeted_run_says_how_its_steps_were_chosen():
     from tinymatch.report.text import _squeezed_phase_sentence
     unknown_speed = _squeezed_phase_sentence(dict(steps_per_epoch=549), dict(steps_per_epoch=258))
     assert "the earlier epochs ran slower than planned, and the budget is re-planned" in unknown_speed
+    # runs since 7 Dec 2026 also re-plan within a phase whose pace is off
+    within = time_budget_sentence(config, dict(training, replan_tolerance=0.05, budget_plan=[
+        dict(plan[0], steps_per_epoch=549, step_seconds=0.2569),
+        dict(plan[1], steps_per_epoch=500, step_seconds=0.277, within_phase=True)]))
+    assert ("After epoch 1 the pace was off the plan by more than 5%: from epoch 2 it planned again from "
+            "the seconds its recent epochs had taken (0.28 s a step), 500 steps per epoch, and rebuilt the "
+            "phase's learning-rate schedule for its new length.") in within
+    assert "a new phase" not in within
+    squeezed_now = _squeezed_phase_sentence(dict(steps_per_epoch=549), dict(steps_per_epoch=258),
+                                            replans_within_phase=True)
+    assert "slower than planned, and this phase absorbed what the earlier ones overran" in squeezed_now
+    assert "only when a phase starts" not in squeezed_now
     spent = time_budget_sentence(config, dict(training, budget_exhausted=True, epochs_run=1))
     assert "The budget ran out before the last epoch: the run stopped after 1 epoch." in spent
     assert time_budget_sentence(Config.from_profile("smoke"), training) == ""

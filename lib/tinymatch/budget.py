@@ -14,12 +14,28 @@ and one epoch's fixed work (embedding the validation selection, writing the chec
 in image size (progressive resizing, `config.warmup_image_size`) also times a copy of each other
 size's model, and plans each epoch's steps at its own size's cost. A short calibration can
 miss a machine's sustained speed (measured: 1.30 s a step in calibration, 1.50 s in the epochs that
-followed), so when a later phase starts (the triplet phase after the warm-up) the run plans the
-remaining epochs again from the seconds its finished epochs took; each phase's schedule is built
-for its own steps, so the last phase still ends at zero at the budget's end. The plan (every
-re-planning included, `budget_plan`) is stored in the checkpoint, so a resumed run keeps it.
-`BudgetGuard` stops at the end of an epoch if the budget is spent anyway (a machine that slowed
-down within the last phase): the run then ends early, never mid-epoch.
+followed; on a 2-core AMD EPYC, 0.257 s calibrated and 0.292 s sustained), so the run plans the
+remaining epochs again from the seconds its recent epochs took:
+
+- when a later phase starts (the triplet phase after the warm-up), always;
+- within a phase, after an epoch whose measured pace would change the remaining epochs' steps by
+  more than REPLAN_TOLERANCE (`ReplanCheck`). Re-planning only at phase starts let the warm-up
+  overrun and the triplet phase absorb the whole shortfall (measured: 258 triplet steps an epoch
+  instead of 549, benchmarks/README.md "Four images a class in a batch"). A within-phase re-plan
+  ends the phase's `fit` after that epoch and continues it with the new steps per epoch; the
+  phase's optimizer (and its moments) stays, and its learning-rate schedule is rebuilt for the
+  phase's new length (steps done + the remaining epochs' new steps), so it still ends at the
+  phase's last step. Ending a `fit` can block on its input's teardown (measured 0-59 s), so a
+  re-plan to fewer steps is always taken (the plan would overrun) and one to more steps only when
+  the gain outlasts the teardowns' mean so far (EXPECTED_TEARDOWN_SECONDS before any is measured). The schedule's position jumps a little (measured fraction of the phase done
+  stays, the total changes); that costs one retrace of the training step (~6 s on the cpu profile).
+
+Each phase's schedule is built for its own steps, so the last phase still ends at zero at the
+budget's end. The pace is measured on the last REPLAN_WINDOW_EPOCHS epochs of the phase, leaving out
+each `fit`'s first epoch (it pays for tracing). The plan (every re-planning included, `budget_plan`)
+is stored in the checkpoint, so a resumed run keeps it. `BudgetGuard` stops at the end of an epoch
+if the budget is spent anyway (a machine that slowed down in the last epoch): the run then ends
+early, never mid-epoch.
 
 What the budget covers: the whole training call from the moment it starts (loading the image
 cache, the split, calibration, training steps, per-epoch validation and checkpoints), and a
@@ -45,6 +61,11 @@ CALIBRATION_STEPS = 20  # timed
 SAFETY = 0.97  # share of the remaining budget that is planned (the rest absorbs noise)
 TAIL_RESERVE_SECONDS = 60.0  # kept for after the last epoch (measured: up to 58 s on the cpu profile)
 TAIL_RESERVE_SHARE = 0.03  # ... but never more than this share of a short budget (a tuning trial's)
+REPLAN_TOLERANCE = 0.05  # a within-phase re-plan changes the steps per epoch by more than this share
+REPLAN_WINDOW_EPOCHS = 3  # the pace of a phase: its last epochs (recent speed, a few epochs' noise)
+# What ending a `fit` is expected to cost before any was measured (tf.data's teardown measured
+# 0-59 s on the cpu profile, 0 s for most fits; a prior that errs towards not re-planning for a gain).
+EXPECTED_TEARDOWN_SECONDS = 30.0
 
 
 def tail_reserve_seconds(budget_seconds: float) -> float:
@@ -106,6 +127,42 @@ def steps_per_epoch_for_budget(budget_seconds: float, spent_seconds: float, epoc
     return int(steps)
 
 
+def steps_of_epoch(plan: Sequence[dict], epoch: int) -> int:
+    """The steps planned for 1-based `epoch` by a `budget_plan` (each entry: steps per epoch from
+    its `from_epoch` on, entries in order)."""
+    steps = [entry["steps_per_epoch"] for entry in plan if entry["from_epoch"] <= epoch]
+    if not steps:
+        raise ValueError(f"epoch {epoch}: the budget plan {list(plan)!r} starts later")
+    return int(steps[-1])
+
+
+def needs_replan(planned_steps: int, measured_steps: int, tolerance: float = REPLAN_TOLERANCE) -> bool:
+    """Whether a plan from the measured pace differs enough from the running one to stop and
+    re-plan: by more than `tolerance` of the running plan, either way."""
+    return abs(measured_steps - planned_steps) > tolerance * planned_steps
+
+
+class ReplanCheck(keras.callbacks.Callback):
+    """After each epoch: `propose(next_epoch)` returns the steps per epoch a re-plan would give the
+    epochs from 0-based `next_epoch` on, or None to keep the plan. A proposal stops the `fit` after
+    this epoch (the caller continues with `steps`, from `from_epoch`). Asks nothing when an earlier
+    callback already stopped training (early stopping, a spent budget, a user's callback)."""
+
+    def __init__(self, propose):
+        super().__init__()
+        self.propose = propose
+        self.steps: int | None = None
+        self.from_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:
+            return
+        steps = self.propose(epoch + 1)
+        if steps is not None:
+            self.steps, self.from_epoch = int(steps), epoch + 1
+            self.model.stop_training = True
+
+
 class StepTimer(keras.callbacks.Callback):
     """Records when `fit` started and when each training batch ended."""
 
@@ -158,5 +215,7 @@ class BudgetGuard(keras.callbacks.Callback):
 
 
 __all__ = ["Calibration", "BudgetTooSmallError", "steps_per_epoch_for_budget", "StepTimer",
+           "ReplanCheck", "needs_replan", "steps_of_epoch", "REPLAN_TOLERANCE", "REPLAN_WINDOW_EPOCHS",
+           "EXPECTED_TEARDOWN_SECONDS",
            "BudgetGuard", "FitEndTimer", "tail_reserve_seconds", "TAIL_RESERVE_SECONDS",
            "TAIL_RESERVE_SHARE", "CALIBRATION_STEPS", "CALIBRATION_WARMUP_STEPS", "SAFETY"]

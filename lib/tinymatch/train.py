@@ -183,6 +183,7 @@ class _Session:
                               + (self.feature_cache.seconds if self.on_features
                                  and self.feature_cache.computed else 0.0))
         self.fit_teardown_seconds: list[float] = []
+        self.traced_epochs: set[int] = set()  # 0-based epochs that began a `fit` (they pay for tracing)
         self.budget_started: float | None = None  # time.time(); set when training starts (run)
         self._image_model = None  # feature runs: the full model that model.keras holds
         # Resuming: keep exactly the split the checkpoint was trained on.
@@ -305,14 +306,17 @@ class _Session:
             metrics = None
         model = keras.Model(inputs, outputs, name=f"training_{phase}")
         _carry_over_classifier(previous, model)
-        # After a warm-up the triplet phase fine-tunes: optionally at a lower peak LR, so the
-        # restarted schedule does not undo what the classifier learned.
-        peak = (c.finetune_learning_rate if phase == "triplet" and c.warmup_epochs
-                and c.finetune_learning_rate else c.learning_rate)
         total_steps = self.steps_per_epoch * self._segment_epochs(segment)
-        model.compile(optimizer=_optimizer(c, total_steps, peak), loss=loss,
+        model.compile(optimizer=_optimizer(c, total_steps, self._peak_learning_rate(segment)), loss=loss,
                       loss_weights=loss_weights, metrics=metrics, jit_compile=c.jit_compile)
         return model
+
+    def _peak_learning_rate(self, segment) -> float:
+        """After a warm-up the triplet phase fine-tunes: optionally at a lower peak LR, so the
+        restarted schedule does not undo what the classifier learned."""
+        c = self.config
+        return (c.finetune_learning_rate if segment[0] == "triplet" and c.warmup_epochs
+                and c.finetune_learning_rate else c.learning_rate)
 
     def _warmup_head(self, embeddings):
         return warmup_head(embeddings, int(self.class_lookup.max()) + 1, self.config)
@@ -447,28 +451,55 @@ class _Session:
                 if reference and str(self._image_size(self._segment(e))) in by_size else 1.0
                 for e in range(from_epoch, self.total_epochs)]
 
-    def _replan_budget(self, epoch) -> bool:
-        """At the start of a later phase of a budgeted run: plan the remaining epochs' steps from
-        the seconds the finished epochs took (a short calibration can miss a machine's sustained
-        speed), so the new phase's schedule still ends at the budget's end. False when the budget
-        is already spent (the run ends here)."""
+    def _measured_step_seconds(self, epoch) -> float:
+        """Seconds a step of the phase that epoch `epoch - 1` (0-based) belongs to, from its last
+        REPLAN_WINDOW_EPOCHS epochs up to there: each epoch's seconds less the calibrated
+        validation and checkpoint, over the steps the plan gave it. The phase's first epoch and
+        the first epoch of each later `fit` pay for tracing and are left out (unless nothing else
+        is measured yet)."""
+        window = (self._steady_epochs(epoch) or self._phase_epochs(epoch))[-budget.REPLAN_WINDOW_EPOCHS:]
+        overhead = float(self.calibration["epoch_overhead_seconds"])
+        return max(1e-3, float(np.mean([
+            (float(row.get("seconds") or 0) - overhead) / budget.steps_of_epoch(self.budget_plan, index + 1)
+            for index, row in window])))
+
+    def _phase_epochs(self, epoch) -> list[tuple[int, dict]]:
+        """(0-based index, history row) of the epochs before `epoch` in the phase of `epoch - 1`."""
+        phase = self.history[epoch - 1]["phase"]
+        return [(index, row) for index, row in enumerate(self.history[:epoch]) if row["phase"] == phase]
+
+    def _steady_epochs(self, epoch) -> list[tuple[int, dict]]:
+        """`_phase_epochs` less the phase's first epoch and each later `fit`'s first (tracing)."""
+        return [(index, row) for index, row in self._phase_epochs(epoch)[1:]
+                if index not in self.traced_epochs]
+
+    def _plan_from(self, epoch, extra_seconds=0.0) -> tuple[int, float]:
+        """(steps per epoch, measured seconds a step) for the epochs from 0-based `epoch` on, from
+        the pace of the epochs just before it and the budget left now, less `extra_seconds`;
+        raises budget.BudgetTooSmallError when not even one step an epoch fits."""
+        c = self.config
+        step_seconds = self._measured_step_seconds(epoch)
+        measured = budget.Calibration(step_seconds, float(self.calibration["trace_seconds"]),
+                                      float(self.calibration["epoch_overhead_seconds"]),
+                                      float(self.calibration["calibration_seconds"]))
+        finished_size = self._image_size(self._segment(epoch - 1))
+        steps = budget.steps_per_epoch_for_budget(
+            c.time_budget_minutes * 60.0, time.time() - self.budget_started + extra_seconds,
+            self.total_epochs - epoch, self._phases_from(epoch), measured,
+            relative_step_costs=self._relative_step_costs(epoch, finished_size))
+        return steps, step_seconds
+
+    def _replan_budget(self, epoch, within_phase=False) -> bool:
+        """Plan the remaining epochs' steps from the seconds the finished epochs took (a short
+        calibration can miss a machine's sustained speed), so the schedules still end at the
+        budget's end: at the start of a later phase of a budgeted run, and within a phase when
+        `ReplanCheck` found the pace off (`within_phase`). False when the budget is already spent
+        (the run ends here)."""
         c = self.config
         if not c.time_budget_minutes or epoch == 0 or len(self.history) < epoch:
             return True
-        previous = [row for row in self.history[:epoch] if row["phase"] == self.history[epoch - 1]["phase"]]
-        if len(previous) > 1:
-            previous = previous[1:]  # a phase's first epoch pays for tracing
-        overhead = float(self.calibration["epoch_overhead_seconds"])
-        seconds = float(np.mean([float(row.get("seconds") or 0) for row in previous]))
-        step_seconds = max(1e-3, (seconds - overhead) / self.steps_per_epoch)
-        measured = budget.Calibration(step_seconds, float(self.calibration["trace_seconds"]), overhead,
-                                      float(self.calibration["calibration_seconds"]))
-        finished_size = self._image_size(self._segment(epoch - 1))
         try:
-            steps = budget.steps_per_epoch_for_budget(
-                c.time_budget_minutes * 60.0, time.time() - self.budget_started,
-                self.total_epochs - epoch, self._phases_from(epoch), measured,
-                relative_step_costs=self._relative_step_costs(epoch, finished_size))
+            steps, step_seconds = self._plan_from(epoch)
         except budget.BudgetTooSmallError:
             self.budget_exhausted = True
             if self.progress:
@@ -476,14 +507,64 @@ class _Session:
                       "training stops here")
             return False
         if steps != self.steps_per_epoch:
-            self.budget_plan.append(dict(from_epoch=epoch + 1, steps_per_epoch=steps,
-                                         step_seconds=round(step_seconds, 4), source="measured epochs"))
+            entry = dict(from_epoch=epoch + 1, steps_per_epoch=steps,
+                         step_seconds=round(step_seconds, 4), source="measured epochs")
+            if within_phase:
+                entry["within_phase"] = True
+            self.budget_plan.append(entry)
             if self.progress:
                 print(f"time budget: epochs took {step_seconds:.3f} s a step, not "
                       f"{self.budget_plan[-2]['step_seconds']:.3f} s: epochs {epoch + 1}-"
                       f"{self.total_epochs} get {steps} steps each (were {self.steps_per_epoch})",
                       flush=True)
             self.steps_per_epoch = steps
+        return True
+
+    def _propose_replan(self, epoch) -> int | None:
+        """`ReplanCheck`'s question after epoch `epoch - 1` (0-based): the steps per epoch the
+        epochs from `epoch` on would get from the measured pace, when the next epoch is still in
+        the same segment and that differs from the plan by more than budget.REPLAN_TOLERANCE;
+        None otherwise (a spent budget is left to `BudgetGuard`).
+
+        A re-plan ends the `fit`, and ending one can block on its input's teardown (measured 0-59 s
+        on the cpu profile; `fit_teardown_seconds`). Fewer steps are always taken (the plan would
+        overrun the budget); more steps only when they are still more than the tolerance after
+        the teardowns' mean so far (budget.EXPECTED_TEARDOWN_SECONDS before any) is paid. Measured
+        before that rule: a last epoch proposed over 5% above its 444 steps paid 11 s of teardown
+        and got 435 (runs/replan7dec_1337); a warm-up proposed over 5% above 493 paid 50 s and got
+        509 (runs/replan7dec_1338)."""
+        if (epoch >= self.total_epochs or self._segment(epoch) != self._segment(epoch - 1)
+                or len(self.history) < epoch or not self._steady_epochs(epoch)):
+            return None  # (a tracing epoch alone is no measure of the pace)
+        try:
+            steps, _ = self._plan_from(epoch)
+            if steps > self.steps_per_epoch:
+                teardown = (float(np.mean(self.fit_teardown_seconds)) if self.fit_teardown_seconds
+                            else budget.EXPECTED_TEARDOWN_SECONDS)
+                # (a gain the teardown would eat is no reason to end the fit)
+                steps = max(self.steps_per_epoch, self._plan_from(epoch, extra_seconds=teardown)[0])
+        except budget.BudgetTooSmallError:
+            return None
+        return steps if budget.needs_replan(self.steps_per_epoch, steps) else None
+
+    def _replan_within_phase(self, model, segment, epoch) -> bool:
+        """Continue `segment` from 0-based `epoch` with re-planned steps per epoch: the same
+        model and optimizer, the learning-rate schedule rebuilt over the phase's new length (steps
+        done so far + its remaining epochs' steps), and the training step traced again (the
+        schedule's length is part of the traced function). False when the budget ran out
+        meanwhile (the run ends here)."""
+        before = self.steps_per_epoch
+        if not self._replan_budget(epoch, within_phase=True):
+            return False
+        if self.steps_per_epoch == before:
+            return True
+        remaining = sum(1 for e in range(epoch, self.total_epochs) if self._segment(e) == segment)
+        done = int(np.asarray(model.optimizer.iterations))
+        schedule = schedules.learning_rate_schedule(self.config.lr_schedule, self._peak_learning_rate(segment),
+                                                    done + remaining * self.steps_per_epoch)
+        if not isinstance(schedule, float):  # (a constant rate does not depend on the length)
+            model.optimizer.learning_rate = schedule
+            model.train_function = None  # retraced by the next `fit`
         return True
 
     def _budget_deadline(self) -> float:
@@ -526,8 +607,10 @@ class _Session:
             ema.keep_raw_weights_after_fit(model.optimizer)
             evaluation = EpochEvaluation(self, embedding, probe, model)
             bookkeeping = EpochBookkeeping(self, embedding, model, segment, evaluation)
-            guard = ([budget.BudgetGuard(self._budget_deadline())]
-                     if self.config.time_budget_minutes else [])
+            budgeted = bool(self.config.time_budget_minutes)
+            guard = [budget.BudgetGuard(self._budget_deadline())] if budgeted else []
+            replan = [budget.ReplanCheck(self._propose_replan)] if budgeted else []
+            self.traced_epochs.add(epoch)
             fit_end = budget.FitEndTimer()
             # Extra callbacks run after the evaluation (they see val_auc) and before the epoch's
             # checkpoint (a callback that interrupts the run loses only the unfinished epoch).
@@ -535,7 +618,7 @@ class _Session:
                       steps_per_epoch=self.steps_per_epoch, shuffle=False,
                       verbose=1 if self.progress else 0,
                       callbacks=[StopOnNonFiniteLoss(self), evaluation, *self.extra_callbacks,
-                                 bookkeeping, tensorboard, *guard, fit_end])
+                                 bookkeeping, tensorboard, *guard, *replan, fit_end])
             self.fit_teardown_seconds.append(round(time.perf_counter() - fit_end.ended, 1))
             if guard and guard[0].stopped and len(self.history) < self.total_epochs:
                 self.budget_exhausted = True
@@ -543,6 +626,13 @@ class _Session:
                 if self.progress:
                     print(f"time budget of {self.config.time_budget_minutes:g} min spent after "
                           f"{len(self.history)} of {self.total_epochs} epochs: training stops here")
+                break
+            if (replan and replan[0].from_epoch == len(self.history) < self.total_epochs
+                    and not self.failure and not self.stopped_early):
+                epoch = len(self.history)  # the same phase goes on, at the re-planned pace
+                if self._replan_within_phase(model, segment, epoch):
+                    continue
+                self._checkpoint(model, epoch, segment)  # (records the flag)
                 break
             if len(self.history) == epoch or model.stop_training or self.failure:
                 break  # stopped by a callback (early stopping, a user's callback, a NaN loss)
@@ -646,6 +736,7 @@ class _Session:
                 if self.budget_started is not None else {})  # (absent: nothing trained this call)
         return dict(time_budget_minutes=self.config.time_budget_minutes,
                     calibration=self.calibration, budget_plan=self.budget_plan,
+                    replan_tolerance=budget.REPLAN_TOLERANCE,
                     budget_exhausted=self.budget_exhausted,
                     tail_reserve_seconds=budget.tail_reserve_seconds(
                         60.0 * self.config.time_budget_minutes), **used)

@@ -375,11 +375,19 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
                  f"{calibration['step_seconds']:.2f} s, an epoch's validation and checkpoint "
                  f"{calibration['epoch_overhead_seconds']:.1f} s) and set {first} steps per epoch, so "
                  f"that the epochs, and the learning-rate schedules with them, end when the budget does.")
+        tolerance = training.get("replan_tolerance")
         for earlier, later in zip(plan, plan[1:]):
+            if later.get("within_phase"):
+                off = f" by more than {100 * tolerance:g}%" if tolerance else ""
+                text += (f" After epoch {later['from_epoch'] - 1} the pace was off the plan{off}: from epoch "
+                         f"{later['from_epoch']} it planned again from the seconds its recent epochs had taken "
+                         f"({later['step_seconds']:.2f} s a step), {later['steps_per_epoch']} steps per epoch, "
+                         f"and rebuilt the phase's learning-rate schedule for its new length.")
+                continue
             text += (f" From epoch {later['from_epoch']} (a new phase) it planned again from the seconds "
                      f"its finished epochs had taken ({later['step_seconds']:.2f} s a step): "
                      f"{later['steps_per_epoch']} steps per epoch.")
-            text += _squeezed_phase_sentence(earlier, later)
+            text += _squeezed_phase_sentence(earlier, later, replans_within_phase=tolerance is not None)
         text += " A faster machine trains more steps in the same minutes."
         if training.get("budget_used_seconds"):
             text += (f" In all it used {training['budget_used_seconds'] / 60:.1f} of the "
@@ -396,10 +404,12 @@ def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
 SQUEEZED_PHASE_SHARE = 0.8  # a re-planned phase below this share of the earlier plan's steps is flagged
 
 
-def _squeezed_phase_sentence(earlier: Mapping[str, Any], later: Mapping[str, Any]) -> str:
-    """A warning when a re-plan left a phase far fewer steps an epoch than the plan before it: the
-    budget re-plans only when a phase starts, so a machine that ran slower than its calibration
-    puts the whole shortfall on the later phase (benchmarks/README.md, "Four images a class in a
+def _squeezed_phase_sentence(earlier: Mapping[str, Any], later: Mapping[str, Any],
+                             replans_within_phase: bool = False) -> str:
+    """A warning when a re-plan left a phase far fewer steps an epoch than the plan before it. Runs
+    before 7 Dec 2026 (`replans_within_phase` False: their training.json has no `replan_tolerance`)
+    re-planned only when a phase started, so a machine that ran slower than its calibration put
+    the whole shortfall on the later phase (benchmarks/README.md, "Four images a class in a
     batch": 258 triplet steps an epoch instead of 549). Empty otherwise."""
     before, after = earlier.get("steps_per_epoch"), later.get("steps_per_epoch")
     if not before or not after or after >= SQUEEZED_PHASE_SHARE * before:
@@ -407,9 +417,11 @@ def _squeezed_phase_sentence(earlier: Mapping[str, Any], later: Mapping[str, Any
     slower = (f" ran {100 * (later['step_seconds'] / earlier['step_seconds'] - 1):.0f}% slower a step than "
               f"planned, and" if earlier.get("step_seconds") and later.get("step_seconds")
               else " ran slower than planned, and")
+    why = ("this phase absorbed what the earlier ones overran" if replans_within_phase else
+           "the budget is re-planned only when a phase starts, so this phase absorbed the whole shortfall")
     return (f" **That is {100 * after / before:.0f}% of the {before} steps an epoch planned before:** the "
-            f"earlier epochs{slower} the budget is re-planned only when a phase starts, so this phase absorbed "
-            f"the whole shortfall; on a machine whose speed holds, the same recipe trains this phase longer.")
+            f"earlier epochs{slower} {why}; on a machine whose speed holds, the same recipe trains this phase "
+            f"longer.")
 
 
 def budget_steps(training: Mapping[str, Any]) -> int | None:
