@@ -215,7 +215,7 @@ def test_the_plan_gives_each_epoch_its_steps_and_a_re_plan_needs_a_real_change()
     assert [budget.steps_of_epoch(plan, e) for e in (1, 3, 4, 14, 15, 17)] == [549, 549, 500, 500, 520, 520]
     with pytest.raises(ValueError, match="epoch 0"):
         budget.steps_of_epoch(plan, 0)
-    # 5% of 549 is 27.45 steps: 521 keeps the plan, 521 - 1 changes it (and so would 577)
+    # 5% of 549 is 27.45 steps: 522 and 576 keep the plan, 521 and 577 change it
     assert not budget.needs_replan(549, 522) and budget.needs_replan(549, 521)
     assert not budget.needs_replan(549, 576) and budget.needs_replan(549, 577)
 
@@ -240,8 +240,9 @@ def test_a_phase_whose_pace_is_off_is_re_planned_after_its_first_measured_epoch(
     """A machine that runs slower than its calibration (here: the plan from the measured epochs
     halves the steps). The warm-up's first epoch pays for tracing and measures nothing; after its
     second the phase continues at the new pace, with the same optimizer and a schedule rebuilt
-    for the phase's new length, so the warm-up's linear schedule still reaches zero at its last
-    step. The triplet phase starts at the new pace and keeps it (the plan is unchanged)."""
+    for the phase's new length, so the warm-up's schedule still reaches its floor (zero for
+    linear, 1% of the peak for cosine) at its last step. The triplet phase starts at the new pace
+    and keeps it (the plan is unchanged)."""
     calls = []
 
     def slower_than_calibrated(*args, **kwargs):
@@ -265,6 +266,28 @@ def test_a_phase_whose_pace_is_off_is_re_planned_after_its_first_measured_epoch(
     assert history[1]["lr"] > floor and history[2]["lr"] == pytest.approx(floor, abs=1e-9)
     assert history[-1]["lr"] == pytest.approx(floor * (config.finetune_learning_rate or config.learning_rate)
                                               / config.learning_rate, abs=1e-9)
+
+
+def test_a_run_killed_after_a_within_phase_re_plan_resumes_with_the_new_plan(tmp_path, synthetic_dir,
+                                                                           monkeypatch):
+    """The checkpoint after a re-plan holds the new steps per epoch and the rebuilt schedule: the
+    resumed run trains the warm-up's last epoch at the new pace and its schedule ends at zero."""
+    calls = []
+    monkeypatch.setattr(budget, "steps_per_epoch_for_budget",
+                        lambda *args, **kwargs: (calls.append(args), 4 if len(calls) == 1 else 2)[1])
+    config = _budget_config(synthetic_dir, warmup_epochs=4, epochs=1)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):  # killed in epoch 4, after epoch 3 ran the re-planned 2 steps
+        train(config, run_dir, progress=False, callbacks=[KillAfterEpoch(3)])
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["steps_per_epoch"] == 2
+    counter = _EpochSteps()
+    train(config, run_dir, progress=False, callbacks=[counter])
+    assert counter.steps == {3: 2, 4: 2}
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert [(e["from_epoch"], e["steps_per_epoch"]) for e in summary["budget_plan"]] == [(1, 4), (3, 2)]
+    history = read_history(run_dir)
+    assert history[3]["lr"] == pytest.approx(0.0, abs=1e-9) and history[2]["lr"] > 0
 
 
 def test_a_within_phase_proposal_takes_fewer_steps_always_and_more_only_past_the_teardown(synthetic_dir):

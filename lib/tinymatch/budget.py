@@ -25,10 +25,11 @@ remaining epochs again from the seconds its recent epochs took:
   ends the phase's `fit` after that epoch and continues it with the new steps per epoch; the
   phase's optimizer (and its moments) stays, and its learning-rate schedule is rebuilt for the
   phase's new length (steps done + the remaining epochs' new steps), so it still ends at the
-  phase's last step. Ending a `fit` can block on its input's teardown (measured 0-59 s), so a
-  re-plan to fewer steps is always taken (the plan would overrun) and one to more steps only when
-  the gain outlasts the teardowns' mean so far (EXPECTED_TEARDOWN_SECONDS before any is measured). The schedule's position jumps a little (measured fraction of the phase done
-  stays, the total changes); that costs one retrace of the training step (~6 s on the cpu profile).
+  phase's last step. The steps done stay, so the schedule's position within the phase jumps a
+  little, and the training step is traced again (~6 s on the cpu profile). Ending a `fit` can also
+  block on its input's teardown (measured 0-59 s), so a re-plan to fewer steps is always taken
+  (the plan would overrun) and one to more steps only when the gain outlasts the teardowns' mean
+  so far (EXPECTED_TEARDOWN_SECONDS before any is measured).
 
 Each phase's schedule is built for its own steps, so the last phase still ends at zero at the
 budget's end. The pace is measured on the last REPLAN_WINDOW_EPOCHS epochs of the phase, leaving out
