@@ -146,21 +146,20 @@ def needs_replan(planned_steps: int, measured_steps: int, tolerance: float = REP
 class ReplanCheck(keras.callbacks.Callback):
     """After each epoch: `propose(next_epoch)` returns the steps per epoch a re-plan would give the
     epochs from 0-based `next_epoch` on, or None to keep the plan. A proposal stops the `fit` after
-    this epoch (the caller continues with `steps`, from `from_epoch`). Asks nothing when an earlier
-    callback already stopped training (early stopping, a spent budget, a user's callback)."""
+    this epoch, and `from_epoch` says where the caller re-plans (from the time left then, after the
+    `fit` has ended). Asks nothing when an earlier callback already stopped training (early
+    stopping, a spent budget, a user's callback)."""
 
     def __init__(self, propose):
         super().__init__()
         self.propose = propose
-        self.steps: int | None = None
         self.from_epoch: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:
             return
-        steps = self.propose(epoch + 1)
-        if steps is not None:
-            self.steps, self.from_epoch = int(steps), epoch + 1
+        if self.propose(epoch + 1) is not None:
+            self.from_epoch = epoch + 1
             self.model.stop_training = True
 
 

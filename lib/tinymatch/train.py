@@ -627,7 +627,7 @@ class _Session:
                     print(f"time budget of {self.config.time_budget_minutes:g} min spent after "
                           f"{len(self.history)} of {self.total_epochs} epochs: training stops here")
                 break
-            if (replan and replan[0].from_epoch == len(self.history) < self.total_epochs
+            if (replan and replan[0].from_epoch == len(self.history)
                     and not self.failure and not self.stopped_early):
                 epoch = len(self.history)  # the same phase goes on, at the re-planned pace
                 if self._replan_within_phase(model, segment, epoch):
