@@ -4,7 +4,10 @@ Two inference-time scorings that need no new training, measured against the plai
 evaluation uses (cosine of the flip-averaged unit embeddings; ranks pairs as the L2 distance does):
 - **Cohort score normalisation** (adaptive S-norm from speaker verification, mean-only variant):
   `cos(a, b) - (mu_a + mu_b) / 2`, where `mu_x` is the mean cosine of `x` to its `k` nearest
-  training images. It discounts images that are close to everything (hubs).
+  training images. It discounts images that are close to everything (hubs). With `k` = the whole
+  cohort, `mu_x` is `x . m` for the cohort's mean embedding `m`: one vector to ship, the
+  `training-mean` score normalisation of `tinymatch.metrics` (also scored here, as shipped, with
+  its precision@1 on the validation selection).
 - **Class-centroid posteriors**: the softmax over the cosine to each training class's mean
   embedding, at a temperature; a pair scores the dot product of its two posteriors, alone or
   added to the cosine. It asks "would both images be filed under the same training class?".
@@ -33,6 +36,8 @@ COHORT_IMAGES = 15_000  # a fifth of the joint protocol's training part
 NEIGHBOURS = (50, 200, 1000)
 TEMPERATURE_SCALES = (10, 20, 40)
 POSTERIOR_WEIGHTS = (0.3, 1.0)
+# The shipped normalisation subtracts (a.m + b.m) / 2; these weigh that term otherwise (1 = shipped).
+TRAINING_MEAN_WEIGHTS = (0.5, 1.5, 2.0)
 
 
 def mean_neighbour_similarity(similarities: np.ndarray, k: int) -> np.ndarray:
@@ -48,7 +53,7 @@ def class_posteriors(similarities: np.ndarray, scale: float) -> np.ndarray:
 
 
 def score_run(run_dir: Path) -> dict:
-    from tinymatch.metrics import roc_auc
+    from tinymatch.metrics import pair_distances, retrieval_metrics, roc_auc
 
     validation = run_validation(run_dir)
     config, dataset, pairs = validation.config, validation.dataset, validation.pairs
@@ -71,6 +76,12 @@ def score_run(run_dir: Path) -> dict:
     for k in NEIGHBOURS:
         mu = mean_neighbour_similarity(similarities, k)
         similarity_of[f"cohort-normalised, k={k}"] = cosine - 0.5 * (mu[first] + mu[second])
+    shipped = "training mean (as shipped: tinymatch.metrics)"
+    training_mean = cohort_embeddings.mean(axis=0)
+    similarity_of[shipped] = 1 - pair_distances(val, pairs, "angular", training_mean=training_mean)
+    typical = val @ training_mean
+    for weight in TRAINING_MEAN_WEIGHTS:
+        similarity_of[f"training mean, {weight} x its term"] = cosine - weight * 0.5 * (typical[first] + typical[second])
     classes = np.unique(cohort_labels)
     centroids = np.stack([cohort_embeddings[cohort_labels == c].mean(axis=0) for c in classes])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -86,8 +97,11 @@ def score_run(run_dir: Path) -> dict:
         return round(roc_auc(-similarity[mask], pairs.same[mask]), 4)
 
     scores = {name: auc(similarity) for name, similarity in similarity_of.items()}
-    choosing, confirming = class_half_masks(np.asarray(dataset.labels[validation.chosen]), first, second,
-                                            config.seed)
+    labels = np.asarray(dataset.labels[validation.chosen])
+    scores["precision@1: cosine / training mean"] = tuple(
+        round(retrieval_metrics(val, labels, distance_metric="angular", training_mean=mean)["precision_at_1"], 4)
+        for mean in (None, training_mean))
+    choosing, confirming = class_half_masks(labels, first, second, config.seed)
     on_first_half = {name: auc(similarity, choosing) for name, similarity in similarity_of.items()}
     chosen = max((name for name in similarity_of if name != plain), key=on_first_half.get)
     scores[f"held out: chosen on the first half's {choosing.sum()} pairs"] = chosen

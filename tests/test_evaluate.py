@@ -162,6 +162,54 @@ def test_test_parts_alone_give_the_full_evaluations_test_figures(run_dir, tmp_pa
     assert "official-val" not in lean
 
 
+def test_training_mean_normalisation_scores_the_trained_model_and_ships_in_the_siamese(run_dir, tmp_path):
+    """score_normalisation="training-mean": the trained model's pairs and retrieval use the mean of
+    its training images' embeddings, siamese.keras carries it and decides as the tables do, and
+    the baselines and the pairs are those of the plain evaluation."""
+    import shutil
+
+    from tinymatch import model as model_module
+    from tinymatch.metrics import pair_distances, roc_auc
+    from tinymatch.pairs import Pairs
+
+    labels = np.repeat(np.arange(10), 8).astype(np.int32)
+    dataset = FakeDataset(colour_images(labels), labels)
+    split = make_split(labels)
+    results = {}
+    for normalisation in ("none", "training-mean"):
+        run = tmp_path / normalisation
+        run.mkdir()
+        for name in ("model.keras", "siamese.keras", "config.json", "training.json"):
+            shutil.copy(run_dir / name, run / name)
+        config = smoke_config(bootstrap_samples=0, max_positive_pairs=40, retrieval_top_k=3,
+                              score_normalisation=normalisation)
+        results[normalisation] = (run, ev.evaluate_run(run, dataset, split, config, progress=False))
+    (plain_run, plain), (run, normalised) = results["none"], results["training-mean"]
+    training = np.flatnonzero(split.seen == "train")
+    training = training[labels[training] < 4]  # 'joint' trains on the seen-train images of classes 0-3
+    assert normalised["score_normalisation"] == "training-mean" and plain["score_normalisation"] == "none"
+    assert normalised["training_mean_images"] == len(training) and plain["training_mean_images"] == 0
+    embedding = model_module.load_model(run / "model.keras")
+    unit = np.asarray(embedding.predict(dataset.images[training].astype(np.float32), verbose=0), np.float64)
+    want_mean = (unit / np.linalg.norm(unit, axis=1, keepdims=True)).mean(axis=0)
+    shipped = model_module.siamese_training_mean(model_module.load_model(run / "siamese.keras"))
+    np.testing.assert_allclose(shipped, want_mean, atol=1e-5)
+    for protocol in ("seen", "unseen"):
+        check = normalised["siamese"][protocol]
+        assert check["agreement"] == 1.0 and check["max_distance_difference"] < 1e-4
+        # the same pairs as the plain evaluation; the trained model's AUC from the normalised distance
+        stored = read_pairs_arrays(run, protocol, "test")
+        np.testing.assert_array_equal(stored["first"], read_pairs_arrays(plain_run, protocol, "test")["first"])
+        embeddings = np.asarray(embedding.predict(dataset.images[stored["indices"]].astype(np.float32), verbose=0))
+        pairs = Pairs(stored["first"], stored["second"], stored["same"])
+        want_auc = roc_auc(pair_distances(embeddings, pairs, "L2", training_mean=shipped), pairs.same)
+        assert normalised[protocol]["trained"]["test"]["roc_auc"] == pytest.approx(want_auc, abs=1e-6)
+        for baseline in ("raw_pixels", "untrained"):
+            assert normalised[protocol][baseline]["test"] == plain[protocol][baseline]["test"]
+    plain_siamese = model_module.load_model(plain_run / "siamese.keras")
+    assert model_module.siamese_training_mean(plain_siamese) is None
+
+
 def test_evaluate_run_needs_the_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.keras"):
         ev.evaluate_run(tmp_path, None, None, smoke_config(), progress=False)

@@ -176,6 +176,80 @@ def test_pair_distances_brute_force(metric):
         assert got[i] == pytest.approx(want, abs=1e-5)
 
 
+# --- score normalisation by the training mean -------------------------------------------------------
+
+def normalised_score(u, v, mean):
+    """The reference: cosine of u and v less half of each one's unit vector's dot with the mean."""
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    return u @ v - (u @ mean + v @ mean) / 2
+
+
+def unit_rows(rng, n, dim):
+    vectors = rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_normalised_pair_distances_brute_force(metric):
+    rng = np.random.default_rng(2)
+    embeddings = unit_rows(rng, 25, 6)
+    mean = (0.4 * unit_rows(rng, 1, 6)[0]).astype(np.float64)
+    pairs = Pairs(rng.integers(0, 25, 60), rng.integers(0, 25, 60), np.zeros(60, bool))
+    got = tm.pair_distances(embeddings, pairs, metric, training_mean=mean)
+    for i, (a, b) in enumerate(zip(pairs.first, pairs.second)):
+        score = normalised_score(embeddings[a].astype(np.float64), embeddings[b].astype(np.float64), mean)
+        want = {"L2": np.sqrt(max(2 - 2 * score, 0)), "squared-L2": 2 - 2 * score, "angular": 1 - score}[metric]
+        assert got[i] == pytest.approx(want, abs=1e-5)
+
+
+def test_normalised_distance_of_a_zero_mean_is_the_plain_one():
+    rng = np.random.default_rng(3)
+    embeddings = unit_rows(rng, 10, 4)
+    pairs = Pairs(rng.integers(0, 10, 20), rng.integers(0, 10, 20), np.zeros(20, bool))
+    np.testing.assert_allclose(tm.pair_distances(embeddings, pairs, "L2", training_mean=np.zeros(4)),
+                               tm.pair_distances(embeddings, pairs, "L2"), atol=1e-6)
+
+
+def test_normalisation_discounts_an_image_close_to_the_mean():
+    """Two pairs at the same cosine: the one whose image lies along the training mean (a hub) is
+    the farther after normalisation."""
+    embeddings = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 0.8, 0.6]], np.float32)
+    pairs = Pairs(np.array([0, 2]), np.array([1, 3]), np.zeros(2, bool))
+    plain = tm.pair_distances(embeddings, pairs, "angular")
+    assert plain[0] == pytest.approx(plain[1])
+    hub_first = tm.pair_distances(embeddings, pairs, "angular", training_mean=np.array([0.5, 0, 0]))
+    assert hub_first[0] > hub_first[1]
+
+
+def test_training_mean_of_the_wrong_size_is_a_named_error():
+    with pytest.raises(ValueError, match="training_mean"):
+        tm.pair_distances(np.eye(3, dtype=np.float32), Pairs(np.array([0]), np.array([1]), np.zeros(1, bool)),
+                          training_mean=np.zeros(4))
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_normalised_retrieval_brute_force(metric):
+    """Ranking, precision@1 and neighbour distances against the explicit normalised scores."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 6, 50)
+    centres = rng.normal(size=(6, 8))
+    embeddings = centres[labels] + rng.normal(scale=1.5, size=(50, 8))
+    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
+    mean = embeddings[:30].astype(np.float64).mean(axis=0)
+    got = tm.retrieval_metrics(embeddings, labels, k=3, distance_metric=metric, return_neighbours=True,
+                               training_mean=mean)
+    vectors = embeddings.astype(np.float64)
+    scores = np.array([[normalised_score(u, v, mean) for v in vectors] for u in vectors])
+    np.fill_diagonal(scores, -np.inf)
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(got["neighbours"], ranked)
+    has_positive = np.array([np.sum(labels == c) > 1 for c in labels])
+    assert got["precision_at_1"] == pytest.approx(np.mean((labels[ranked[:, 0]] == labels)[has_positive]))
+    best = np.take_along_axis(scores, ranked, axis=1)
+    want = {"L2": np.sqrt(np.maximum(2 - 2 * best, 0)), "squared-L2": 2 - 2 * best, "angular": 1 - best}[metric]
+    np.testing.assert_allclose(got["neighbour_distances"], want, atol=1e-5)
+
+
 # --- retrieval ------------------------------------------------------------------------------------
 
 def brute_force_retrieval(embeddings, labels, k):

@@ -139,6 +139,27 @@ def test_siamese_distance_and_decision(smoke_embedding, images):
     np.testing.assert_array_equal(np.asarray(out["match"]), 1.0)
 
 
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_siamese_with_training_mean_matches_numpy_and_reloads(smoke_embedding, images, tmp_path, metric):
+    """The shipped model scores as the evaluation does (tinymatch.metrics), and keeps its mean."""
+    from tinymatch.metrics import pair_distances
+    from tinymatch.model import siamese_training_mean
+    from tinymatch.pairs import Pairs
+
+    embeddings = np.asarray(smoke_embedding(images))
+    mean = (0.5 * embeddings.mean(axis=0)).astype(np.float32)
+    siamese = build_siamese_model(smoke_embedding, threshold=0.8, distance_metric=metric, training_mean=mean)
+    first, second = images, images[::-1]
+    pairs = Pairs(np.arange(4), np.arange(4)[::-1], np.zeros(4, bool))
+    want = pair_distances(embeddings, pairs, metric, training_mean=mean)
+    np.testing.assert_allclose(np.asarray(siamese([first, second])["distance"]), want, atol=1e-5)
+    siamese.save(tmp_path / "siamese.keras")
+    reloaded = load_model(tmp_path / "siamese.keras")
+    np.testing.assert_array_equal(siamese_training_mean(reloaded), mean)
+    np.testing.assert_allclose(np.asarray(reloaded([first, second])["distance"]), want, atol=1e-5)
+    assert siamese_training_mean(build_siamese_model(smoke_embedding, threshold=0.8)) is None
+
+
 def test_load_model_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.keras"):
         load_model(tmp_path / "absent.keras")

@@ -201,6 +201,14 @@ def test_repeats_of_the_recipe_with_other_seeds_replace_the_one_run_caveat(tmp_p
     assert "do not overlap" in report.seed_spread_sentence(run, report.repeat_runs(run, [apart]))
     assert "**One run.**" in report.conclusion_markdown(run, [main, other_recipe])
     assert "class-bootstrap" not in text  # no error analysis in these runs
+    # Scored another way (a metrics.json without the main run's score normalisation, e.g. one
+    # evaluated before the setting existed, whose config.json reads today's value): not a repeat.
+    scored = seeded("scored", 1338, 0.73, [0.72, 0.74])
+    for run_dir, normalisation in ((main, "training-mean"), (scored, "training-mean")):
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        (run_dir / "metrics.json").write_text(json.dumps({**metrics, "score_normalisation": normalisation}))
+    normalised = report.read_run(main)
+    assert [Path(r["run_dir"]).name for r in report.repeat_runs(normalised, [again, scored])] == ["scored"]
 
 
 def test_the_seed_spread_also_reads_the_class_bootstrap_intervals_when_every_run_has_them(tmp_path):
@@ -922,3 +930,15 @@ def test_backbone_costs_come_from_the_benchmark_file(tmp_path):
     training = {"budget_plan": [{"from_epoch": 1, "steps_per_epoch": 10}], "epochs_run": 2,
                 "global_batch": 128, "epoch_seconds": 256.0}
     assert "this run trained at 10 images a second" in backbone_costs_markdown(path, run={"training": training})
+
+
+def test_a_normalised_score_is_described_where_the_distance_and_threshold_are(tmp_path):
+    run = _history_run(tmp_path, "normalised", [("triplet", 0.49, 0.6), ("triplet", 0.45, 0.7)])
+    plain = report.architecture_markdown(run)
+    assert "normalised" not in plain and "same plain L2" in report.loss_markdown(run)
+    run["metrics"] = {"score_normalisation": "training-mean", "training_mean_images": 15000}
+    text = report.architecture_markdown(run)
+    assert "| distance | `L2`, normalised by the mean embedding of 15,000 training images (below) |" in text
+    assert "$a \\cdot b - (a \\cdot m + b \\cdot m)/2$" in text and "the two baselines by their plain distance" in text
+    assert "normalised by the training images' mean embedding" in report.loss_markdown(run)
+    assert "same plain L2" not in report.loss_markdown(run)

@@ -13,6 +13,11 @@ in training; "official-val": the dataset's own labelled val/ images, when presen
 4. Retrieval on the test part: precision@1, recall@k, MAP@R, and the top-k neighbours of every query.
 5. Baselines through the same code: raw pixels and the untrained (random-weights) network.
 
+With `config.score_normalisation == "training-mean"`, the trained model's pairs and retrieval are
+scored with the normalised distance of `tinymatch.metrics` (the mean embedding of a seeded sample
+of its training images, `training_mean_embedding`), and siamese.keras carries that mean. The
+baselines keep their plain distance: they show what no training gives, not what a scoring adds.
+
 The file names of a run directory come from `tinymatch.rundir`. The names other code used to import
 from here (metrics, pairs, embeddings, `load_image_file`, `match_files`) are re-exported. Distances:
 smaller = more similar; a pair matches when `distance <= threshold`.
@@ -144,13 +149,16 @@ def _evaluation_arrays(report: dict, retrieval: dict, part_indices: dict[str, np
 
 def evaluate_protocol(protocol: str, part_indices: dict[str, np.ndarray], dataset,
                       embedders: dict[str, Embedder], config: Config, run_dir=None,
-                      frozen_thresholds: dict[str, float] | None = None) -> dict:
+                      frozen_thresholds: dict[str, float] | None = None,
+                      training_means: dict[str, np.ndarray] | None = None) -> dict:
     """Figures of every model in `embedders` on one protocol, all on the first model's pairs.
 
     part_indices: {"val": ..., "test": ...} dataset indices, or {"test": ...} alone with
     `frozen_thresholds` (one per model). With `run_dir`, the pairs go to its pairs/ and the plot
-    arrays to its evaluation/ folder.
+    arrays to its evaluation/ folder. training_means: {model name: its training mean embedding}
+    for the models scored with the normalised distance (the pairs never depend on it).
     """
+    training_means = training_means or {}
     run = RunDir(run_dir) if run_dir is not None else None
     labels = {part: np.asarray(dataset.labels)[idx] for part, idx in part_indices.items()}
     result = {f"num_{part}_images": int(len(idx)) for part, idx in part_indices.items()}
@@ -164,11 +172,13 @@ def evaluate_protocol(protocol: str, part_indices: dict[str, np.ndarray], datase
                 pairs[part] = pairs_for_config(labels[part], config, embeddings)
                 if run is not None:
                     pairs[part].save(run.pairs_file(protocol, part), indices=idx)
-            distances[part] = pair_distances(embeddings, pairs[part], config.distance_metric)
+            mean = training_means.get(model_name)
+            distances[part] = pair_distances(embeddings, pairs[part], config.distance_metric,
+                                             training_mean=mean)
             if part == "test":
                 retrieval = retrieval_metrics(embeddings, labels["test"], k=config.retrieval_top_k,
                                               distance_metric=config.distance_metric,
-                                              return_neighbours=True)
+                                              return_neighbours=True, training_mean=mean)
                 retrieval["labels"] = labels["test"]
             del embeddings
         threshold = None if frozen_thresholds is None else frozen_thresholds[model_name]
@@ -184,7 +194,7 @@ def evaluate_protocol(protocol: str, part_indices: dict[str, np.ndarray], datase
 
 
 def _choose_thresholds(protocol: str, val_indices: np.ndarray, dataset, embedders: dict[str, Embedder],
-                       config: Config, run_dir) -> dict:
+                       config: Config, run_dir, training_means: dict[str, np.ndarray]) -> dict:
     """Each model's threshold on the val part of a training protocol that has no test part of its
     own ('joint'), with that part's figures. The trained model's pairs are used for all models."""
     reason = _skip_reason(dataset, {"val": val_indices})
@@ -198,12 +208,47 @@ def _choose_thresholds(protocol: str, val_indices: np.ndarray, dataset, embedder
         if pairs is None:
             pairs = pairs_for_config(labels, config, embeddings)
             pairs.save(RunDir(run_dir).pairs_file(protocol, "val"), indices=val_indices)
-        distances = pair_distances(embeddings, pairs, config.distance_metric)
+        distances = pair_distances(embeddings, pairs, config.distance_metric,
+                                   training_mean=training_means.get(model_name))
         del embeddings
         report = _report_from_distances({"val": distances}, {"val": pairs}, config)
         report.pop("curves")
         result[model_name] = report
     return result
+
+
+# --- score normalisation --------------------------------------------------------------------------
+
+# Training images whose mean embedding normalises the pair scores: a seeded sample (about a fifth
+# of the joint protocol's training part). On 15,000 the mean of the cpu profile's embedding moved
+# its val AUC by under 0.001 against the mean of the 150 class centroids (benchmarks/README.md).
+TRAINING_MEAN_IMAGES = 15_000
+
+
+def training_mean_sample(splits, config: Config) -> np.ndarray:
+    """Sorted dataset indices of the seeded sample of the training part (config.protocol) whose
+    embeddings' mean normalises the scores. Never a val or test image."""
+    training = np.asarray(splits.indices(config.protocol, "train"), dtype=np.int64)
+    if len(training) == 0:
+        raise ValueError(f"config.score_normalisation={config.score_normalisation!r} needs training "
+                         f"images, and the {config.protocol!r} split has none")
+    chosen = np.random.default_rng(config.seed).permutation(training)[:TRAINING_MEAN_IMAGES]
+    return np.sort(chosen)
+
+
+def training_mean_embedding(embedder: Embedder, splits, config: Config) -> np.ndarray:
+    """float32 [D]: the mean of the unit embeddings of `training_mean_sample` (not re-normalised:
+    its length is part of the normalisation, `tinymatch.metrics`)."""
+    embeddings = np.asarray(embedder(training_mean_sample(splits, config)), np.float64)
+    embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return embeddings.mean(axis=0).astype(np.float32)
+
+
+def _training_means(embedders: dict[str, Embedder], splits, config: Config) -> dict[str, np.ndarray]:
+    """{"trained": its training mean} when config.score_normalisation asks for one, else {}."""
+    if config.score_normalisation == "none":
+        return {}
+    return {"trained": training_mean_embedding(embedders["trained"], splits, config)}
 
 
 # --- which images each protocol judges ------------------------------------------------------------
@@ -273,7 +318,9 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
     tables and the figures use the same number, and the shipped model scores a sample of the test
     pairs itself (metrics["siamese"]).
 
-    metrics.json: {"threshold" (trained, chosen on config.protocol's val pairs), settings...,
+    metrics.json: {"threshold" (trained, chosen on config.protocol's val pairs), settings
+    ("score_normalisation", and "training_mean_images": the size of the sample whose mean embedding
+    normalises the trained model's scores, 0 without normalisation)...,
     "<protocol>": {"num_val_images", "num_test_images", "num_test_classes", "<model>": {"threshold",
     "val": {...}, "test": {"roc_auc", "roc_auc_ci95", "eer", "tar_at_far", "confusion", ...},
     "retrieval": {"precision_at_1", "recall_at_k", "k", "map_at_r", ...}}}, "siamese": {...}}.
@@ -284,11 +331,14 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
     if not run.model.is_file():
         raise FileNotFoundError(f"no trained model in the run directory: {run.model}")
     embedders = model_embedders(run.model, dataset, config, baselines=baselines, progress=progress)
+    training_means = _training_means(embedders, splits, config)
     metrics: dict = {
         "model": run.model.name,
         "threshold_protocol": config.protocol,
         "threshold_method": config.threshold_method,
         "distance_metric": config.distance_metric,
+        "score_normalisation": config.score_normalisation,
+        "training_mean_images": (len(training_mean_sample(splits, config)) if training_means else 0),
         "max_positive_pairs": config.max_positive_pairs,
         "hard_negatives": config.hard_negatives,
         "seed": config.seed,
@@ -297,7 +347,7 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
     if config.protocol not in SPLIT_EVALUATIONS:  # 'joint': its own val part (seen + unseen) decides
         val_indices = np.asarray(splits.indices(config.protocol, "val"), dtype=np.int64)
         metrics[config.protocol] = _choose_thresholds(config.protocol, val_indices, dataset, embedders,
-                                                      config, run.path)
+                                                      config, run.path, training_means)
         frozen = _thresholds_of(metrics[config.protocol], config, embedders)
     # The protocol that chooses the threshold first, then every other at that frozen threshold.
     for protocol in sorted(SPLIT_EVALUATIONS, key=lambda name: name != config.protocol):
@@ -311,7 +361,7 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
             metrics[protocol] = {"skipped": reason}
             continue
         metrics[protocol] = evaluate_protocol(protocol, part_indices, dataset, embedders, config,
-                                              run.path, frozen)
+                                              run.path, frozen, training_means)
         if protocol == config.protocol:
             frozen = _thresholds_of(metrics[protocol], config, embedders)
     if frozen is None:  # config.protocol was skipped: raises, naming why
@@ -320,9 +370,10 @@ def evaluate_run(run_dir, dataset, splits, config: Config, *, progress: bool = T
     official = official_val_indices(splits.official, splits.labels, required=False)
     if len(official) and _skip_reason(dataset, {"test": official}) is None:
         metrics["official-val"] = evaluate_protocol("official-val", {"test": official}, dataset,
-                                                    embedders, config, run.path, frozen)
+                                                    embedders, config, run.path, frozen, training_means)
     metrics["siamese"] = ship_threshold(run, metrics["threshold"], config, dataset,
-                                        [p for p in SPLIT_EVALUATIONS if "skipped" not in metrics[p]])
+                                        [p for p in SPLIT_EVALUATIONS if "skipped" not in metrics[p]],
+                                        training_means.get("trained"))
     write_json(run.metrics, metrics)
     return metrics
 
@@ -333,8 +384,10 @@ def evaluate_test_parts(run_dir, dataset, splits, config: Config, *, progress: b
     `evaluate_run`'s cost (no val parts, no baselines, no plot arrays, no Siamese check).
 
     Same pairs and retrieval as `evaluate_run` (same sampler and seed), so the AUC and P@1 are
-    the figures evaluate_run would give; only the threshold-dependent ones (accuracy, confusion)
-    use the training threshold. Writes and returns test_metrics.json:
+    the figures evaluate_run would give with config.score_normalisation "none"; the plain distance
+    is kept whatever the config says, because the training threshold (used by the
+    threshold-dependent figures: accuracy, confusion) was chosen on plain distances. Writes and
+    returns test_metrics.json:
     {"threshold", "<protocol>": {"num_test_images", "num_test_classes", "trained": {"test": {...},
     "retrieval": {...}}} or {"skipped": reason}}.
     """
@@ -344,7 +397,8 @@ def evaluate_test_parts(run_dir, dataset, splits, config: Config, *, progress: b
     threshold = float(read_json(run.training)["threshold"])
     embedders = model_embedders(run.model, dataset, config, baselines=False, progress=progress)
     metrics: dict = {"model": run.model.name, "threshold": threshold,
-                     "threshold_source": run.training.name, "seed": config.seed}
+                     "threshold_source": run.training.name, "seed": config.seed,
+                     "score_normalisation": "none"}
     for protocol in SPLIT_EVALUATIONS:
         try:
             test = {"test": _part_indices(splits, protocol, config.protocol)["test"]}
@@ -370,9 +424,11 @@ def _thresholds_of(chosen: dict, config: Config, embedders) -> dict[str, float]:
 SIAMESE_CHECK_PAIRS = 500
 
 
-def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, protocols) -> dict:
-    """Write `threshold` into run/siamese.keras (rebuilt around its own embedding model, saved
-    atomically) and let that file decide a seeded sample of each protocol's test pairs.
+def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, protocols,
+                   training_mean: np.ndarray | None = None) -> dict:
+    """Write `threshold` and `training_mean` (None: the plain distance) into run/siamese.keras
+    (rebuilt around its own embedding model, saved atomically) and let that file decide a seeded
+    sample of each protocol's test pairs.
 
     Returns {"threshold", "threshold_from_training" (what training stored, chosen on its smaller
     val selection), "<protocol>": {"pairs", "accuracy", "tar", "far", "agreement" (share of pairs
@@ -389,9 +445,14 @@ def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, proto
     # once a run has been evaluated, and a re-evaluation must not report that as training's.
     training = read_json_if_present(run.training) or {}
     result["threshold_from_training"] = float(training.get("threshold", held))
-    if held != float(threshold):
+    held_mean = model_module.siamese_training_mean(siamese)
+    same_mean = (held_mean is None and training_mean is None) or (
+        held_mean is not None and training_mean is not None
+        and np.array_equal(held_mean, np.asarray(training_mean, np.float32)))
+    if held != float(threshold) or not same_mean:
         embedding = model_module.embedding_from_siamese(siamese)
-        siamese = model_module.build_siamese_model(embedding, float(threshold), config.distance_metric)
+        siamese = model_module.build_siamese_model(embedding, float(threshold), config.distance_metric,
+                                                   training_mean=training_mean)
         save_model(siamese, run.siamese, clone=False)
     for protocol in protocols:
         result[protocol] = _siamese_decisions(siamese, run, protocol, dataset, config, float(threshold))
@@ -460,6 +521,18 @@ def _split_of_run(run: RunDir, dataset, config: Config, split: str):
                                     f"{err}; {still}") from None
 
 
+def _stored_or_new_training_means(run: RunDir, embedders, dataset, config: Config, split: str) -> dict:
+    """The training mean a run's pairs are scored with: the one in siamese.keras (what its stored
+    threshold was chosen with), else one computed from the run's split; {} when not normalised."""
+    if config.score_normalisation == "none":
+        return {}
+    if run.siamese.is_file():
+        held = model_module.siamese_training_mean(model_module.load_model(run.siamese))
+        if held is not None:
+            return {"trained": held}
+    return _training_means(embedders, _split_of_run(run, dataset, config, split), config)
+
+
 def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None, progress: bool = True,
                         baselines: bool = False) -> dict:
     """Figures of one model file on one protocol (the `tinymatch evaluate` command).
@@ -489,16 +562,19 @@ def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None,
         if reason:
             raise ValueError(f"cannot evaluate split {split!r}: {reason}")
     embedders = model_embedders(model_path, dataset, config, baselines=baselines, progress=progress)
+    training_means = _stored_or_new_training_means(run, embedders, dataset, config, split)
     if split == "official-val":
         threshold, source = stored_threshold(run.path)
         # Baselines have no stored threshold: official-val evaluates the trained model only.
         figures = evaluate_protocol(split, part_indices, dataset, {"trained": embedders["trained"]},
-                                    config, None, {"trained": threshold})
+                                    config, None, {"trained": threshold}, training_means)
     else:
-        figures = evaluate_protocol(split, part_indices, dataset, embedders, config, None)
+        figures = evaluate_protocol(split, part_indices, dataset, embedders, config, None,
+                                    training_means=training_means)
         source = f"chosen on the val part of {split!r} ({config.threshold_method})"
     metrics = {"model": str(model_path), "data": str(dataset.source), "split": split,
-               "threshold": figures["trained"]["threshold"], "threshold_source": source, **figures}
+               "threshold": figures["trained"]["threshold"], "threshold_source": source,
+               "score_normalisation": config.score_normalisation, **figures}
     if out:
         write_json(out, metrics)
     return metrics
@@ -511,6 +587,7 @@ __all__ = [
     "bootstrap_auc_ci", "equal_error_rate", "tar_at_far", "distance_histograms", "choose_threshold",
     "confusion_at_threshold", "verification_metrics", "verification_report", "retrieval_metrics",
     "nearest_neighbours", "evaluate_protocol", "evaluate_run", "evaluate_model_file",
-    "official_val_indices", "stored_threshold", "load_image_file", "match_files",
+    "official_val_indices", "stored_threshold", "training_mean_embedding", "training_mean_sample",
+    "TRAINING_MEAN_IMAGES", "load_image_file", "match_files",
     "UnreadableImageError", "MissingThresholdError", "NoOfficialValError", "MODEL_NAMES",
 ]

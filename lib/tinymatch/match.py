@@ -207,6 +207,7 @@ def match_files(siamese_path, image_a, image_b) -> dict:
     try:
         threshold = float(model_module.siamese_threshold(siamese))
         distance_metric = model_module.siamese_distance_metric(siamese)
+        normalised = model_module.siamese_training_mean(siamese) is not None
     except ValueError:
         raise model_module.NotATinymatchModelError(
             f"{siamese_path} is not a tinymatch Siamese model (no stored threshold); "
@@ -222,6 +223,7 @@ def match_files(siamese_path, image_a, image_b) -> dict:
         "threshold": threshold,
         "match": bool(np.asarray(outputs["match"]).ravel()[0] > 0.5),
         "distance_metric": distance_metric,
+        "score_normalisation": "training-mean" if normalised else "none",
     }
 
 

@@ -17,6 +17,16 @@ its set; the query itself is never a neighbour; queries whose class has no other
 - MAP@R (Musgrave et al. 2020, "A Metric Learning Reality Check"): with R = number of other items of
   the query's class, MAP@R = 1/R * sum_{i=1..R} P(i) * rel(i), where P(i) is the precision at rank i
   and rel(i) = 1 when the i-th neighbour has the query's class.
+
+Score normalisation by the training mean (`training_mean`, optional everywhere a distance is
+taken): the pair score of unit embeddings a, b becomes s = a.b - (a.m + b.m) / 2, where m is the
+mean embedding of the model's training images (mean-only adaptive score normalisation, as in
+speaker verification: an image that is close to everything, a hub, gets less credit for being
+close to this one). Each metric reports s in its own units, so thresholds and figures read as
+before: squared-L2 2 - 2s = |a - b|^2 + a.m + b.m, L2 its square root (clamped at 0: two near
+copies of an image pointing away from m score s > 1, and such pairs tie at 0), angular 1 - s. The
+terms a.m are taken on the unit vectors of a and b. Pairs, retrieval and the Siamese model
+(`tinymatch.model.PairDistance`) use the same formula; benchmarks/README.md has the measured gain.
 """
 
 from __future__ import annotations
@@ -35,31 +45,55 @@ def _check_metric(distance_metric: str) -> None:
         raise ValueError(f"distance_metric={distance_metric!r}: must be L2, squared-L2 or angular")
 
 
-def pair_distances(embeddings: np.ndarray, pairs, distance_metric: str = "L2") -> np.ndarray:
+def typicality(embeddings: np.ndarray, training_mean) -> np.ndarray:
+    """a.m of every row's unit vector a with the training mean m, float64 [N] (zeros without m):
+    the term score normalisation subtracts (module docstring)."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if training_mean is None:
+        return np.zeros(len(embeddings))
+    training_mean = np.asarray(training_mean, dtype=np.float32).ravel()
+    if training_mean.shape != embeddings.shape[1:] or not np.all(np.isfinite(training_mean)):
+        raise ValueError(f"training_mean: expected {embeddings.shape[1:]} finite values, "
+                         f"got shape {training_mean.shape}")
+    norms = np.maximum(np.linalg.norm(embeddings, axis=1), 1e-12)
+    return (embeddings @ training_mean).astype(np.float64) / norms
+
+
+def _metric_offset(terms: np.ndarray, distance_metric: str) -> np.ndarray:
+    """What the normalisation adds to a squared-L2 distance (a.m + b.m) or an angular one (half)."""
+    return terms / 2 if distance_metric == "angular" else terms
+
+
+def pair_distances(embeddings: np.ndarray, pairs, distance_metric: str = "L2", *,
+                   training_mean=None) -> np.ndarray:
     """Distance of every pair (`pairs.first[i]`, `pairs.second[i]`), float32 [M].
 
     L2 is the Euclidean distance, squared-L2 its square, angular is 1 - cosine similarity (the
-    metrics of tfa's triplet losses). Pairs are processed in blocks so memory stays bounded even for
-    millions of pairs.
+    metrics of tfa's triplet losses). With `training_mean`, the score-normalised distance (module
+    docstring). Pairs are processed in blocks so memory stays bounded even for millions of pairs.
     """
     _check_metric(distance_metric)
     embeddings = np.asarray(embeddings, dtype=np.float32)
     first, second = np.asarray(pairs.first), np.asarray(pairs.second)
     squared_norms = np.einsum("ij,ij->i", embeddings, embeddings).astype(np.float64)
+    terms = typicality(embeddings, training_mean)
     out = np.empty(len(first), dtype=np.float32)
     for start in range(0, len(first), _PAIR_CHUNK):
         block_first, block_second = first[start:start + _PAIR_CHUNK], second[start:start + _PAIR_CHUNK]
         a = np.take(embeddings, block_first, axis=0)
         b = np.take(embeddings, block_second, axis=0)
+        offset = _metric_offset(terms[block_first] + terms[block_second], distance_metric)
         if distance_metric == "angular":
             norms = np.sqrt(squared_norms[block_first] * squared_norms[block_second])
-            out[start:start + len(a)] = 1.0 - np.einsum("ij,ij->i", a, b) / np.maximum(norms, 1e-12)
+            cosine = np.einsum("ij,ij->i", a, b) / np.maximum(norms, 1e-12)
+            out[start:start + len(a)] = 1.0 - cosine + offset
             continue
         # |a - b|^2 computed directly: the |a|^2 + |b|^2 - 2ab shortcut loses precision for near
         # duplicates, which are exactly the pairs a threshold must get right.
         a -= b
-        squared = np.einsum("ij,ij->i", a, a)
-        out[start:start + len(a)] = squared if distance_metric == "squared-L2" else np.sqrt(squared)
+        squared = np.einsum("ij,ij->i", a, a) + offset
+        out[start:start + len(a)] = (squared if distance_metric == "squared-L2"
+                                     else np.sqrt(np.maximum(squared, 0)))
     return out
 
 
@@ -264,25 +298,32 @@ def verification_metrics(distances, same, *, bootstrap_samples: int = 200, seed:
 
 # --- retrieval ------------------------------------------------------------------------------------
 
-def similarity_setup(embeddings: np.ndarray, distance_metric: str):
+def similarity_setup(embeddings: np.ndarray, distance_metric: str, *, training_mean=None):
     """(queries, gallery, bias) such that `queries @ gallery.T - bias` ranks like the distance.
 
     L2 and squared-L2 use ab - |b|^2 / 2 = (|a|^2 - |a-b|^2) / 2: no scaled copy of the gallery is
-    made (raw-pixel baselines are 12,288-d, so a copy would cost as much as the embeddings).
+    made (raw-pixel baselines are 12,288-d, so a copy would cost as much as the embeddings). With
+    `training_mean`, the bias also holds the gallery item's half of the normalisation (the query's
+    half is the same for every candidate, so it does not change the ranking).
     """
     _check_metric(distance_metric)
     vectors = np.asarray(embeddings, dtype=np.float32)
-    if distance_metric == "angular":
+    offset = _metric_offset(typicality(vectors, training_mean), distance_metric)  # each item's share
+    if distance_metric == "angular":  # 1 - cos + offset_a + offset_b
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors, vectors, np.zeros(len(vectors), np.float32)
-    return vectors, vectors, np.einsum("ij,ij->i", vectors, vectors) / 2
+        return vectors, vectors, offset.astype(np.float32)
+    # |a|^2 + |b|^2 - 2ab + offset_a + offset_b = (|a|^2 + offset_a) - 2(ab - |b|^2/2 - offset_b/2)
+    return vectors, vectors, ((np.einsum("ij,ij->i", vectors, vectors) + offset) / 2).astype(np.float32)
 
 
-def _similarity_to_distance(similarity: np.ndarray, query_sq_norms: np.ndarray, distance_metric: str):
+def _similarity_to_distance(similarity: np.ndarray, query_offset: np.ndarray, distance_metric: str):
+    """Distances from `similarity_setup`'s ranking values; `query_offset`: per query, |a|^2 plus
+    its normalisation term (L2 metrics), or its normalisation term alone (angular)."""
     if distance_metric == "angular":
-        return 1 - similarity
-    squared = np.maximum(query_sq_norms[:, None] - 2 * similarity, 0)  # |a|^2 - 2(ab - |b|^2/2)
-    return squared if distance_metric == "squared-L2" else np.sqrt(squared)
+        return 1 - similarity + query_offset[:, None]
+    squared = query_offset[:, None] - 2 * similarity  # |a|^2 - 2(ab - |b|^2/2)
+    # Not clamped at 0 for squared-L2: a normalised distance may be below it (as in pair_distances).
+    return squared if distance_metric == "squared-L2" else np.sqrt(np.maximum(squared, 0))
 
 
 def top_k_rows(similarity: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,13 +356,13 @@ def top_k_rows(similarity: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarr
             np.take_along_axis(packed_values, order, axis=1))
 
 
-def _ranked_neighbours(embeddings, depth: int, distance_metric: str, visit) -> None:
+def _ranked_neighbours(embeddings, depth: int, distance_metric: str, visit, training_mean=None) -> None:
     """Call `visit(rows, ranked_indices, ranked_similarity)` for blocks of queries (nearest first).
 
     Each query's own similarity is set to -inf so it never appears among its neighbours. Memory is
     bounded by one block of `_QUERY_CHUNK x N` similarities.
     """
-    queries, gallery, bias = similarity_setup(embeddings, distance_metric)
+    queries, gallery, bias = similarity_setup(embeddings, distance_metric, training_mean=training_mean)
     n = len(gallery)
     depth = min(depth, n - 1)
     for start in range(0, n, _QUERY_CHUNK):
@@ -334,12 +375,12 @@ def _ranked_neighbours(embeddings, depth: int, distance_metric: str, visit) -> N
 
 
 def retrieval_metrics(embeddings, labels, *, k: int = 5, distance_metric: str = "L2",
-                      return_neighbours: bool = False) -> dict:
+                      return_neighbours: bool = False, training_mean=None) -> dict:
     """precision@1, recall@k and MAP@R with every item as a query against all the others.
 
-    See the module docstring for the definitions. With `return_neighbours`, the dict also holds
-    "neighbours" (int64 [N, k], positions in `embeddings`, nearest first) and "neighbour_distances"
-    (float32 [N, k]) for example figures.
+    See the module docstring for the definitions (and for `training_mean`). With
+    `return_neighbours`, the dict also holds "neighbours" (int64 [N, k], positions in
+    `embeddings`, nearest first) and "neighbour_distances" (float32 [N, k]) for example figures.
     """
     embeddings = np.asarray(embeddings)
     labels = np.asarray(labels).ravel()
@@ -373,7 +414,7 @@ def retrieval_metrics(embeddings, labels, *, k: int = 5, distance_metric: str = 
         neighbours[rows] = ranked[:, :k_eff]
         neighbour_similarity[rows] = ranked_similarity[:, :k_eff]
 
-    _ranked_neighbours(embeddings, depth, distance_metric, visit)
+    _ranked_neighbours(embeddings, depth, distance_metric, visit, training_mean)
     has_positive = relevant_count > 0
     num_queries = int(has_positive.sum())
 
@@ -390,10 +431,12 @@ def retrieval_metrics(embeddings, labels, *, k: int = 5, distance_metric: str = 
     }
     if return_neighbours:
         vectors = np.asarray(embeddings, dtype=np.float32)
-        query_sq_norms = np.einsum("ij,ij->i", vectors, vectors)
+        query_offset = _metric_offset(typicality(vectors, training_mean), distance_metric)
+        if distance_metric != "angular":
+            query_offset = query_offset + np.einsum("ij,ij->i", vectors, vectors)
         result["neighbours"] = neighbours
         result["neighbour_distances"] = _similarity_to_distance(
-            neighbour_similarity, query_sq_norms, distance_metric).astype(np.float32)
+            neighbour_similarity, query_offset, distance_metric).astype(np.float32)
     return result
 
 
@@ -416,5 +459,5 @@ __all__ = [
     "DEFAULT_FARS", "pair_distances", "roc_curve", "roc_auc", "bootstrap_auc_ci", "equal_error_rate",
     "tar_at_far", "distance_histograms", "choose_threshold", "confusion_at_threshold",
     "verification_metrics", "retrieval_metrics", "nearest_neighbours", "top_k_rows",
-    "similarity_setup",
+    "similarity_setup", "typicality",
 ]

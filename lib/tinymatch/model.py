@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from tinymatch import augment as _augment  # noqa: F401  (registers ImageAugmentation)
@@ -132,21 +133,34 @@ class PairDistance(layers.Layer):
     """Distance between two batches of embeddings, one value per pair (smaller = more similar).
 
     metric "L2" (Euclidean), "squared-L2" or "angular" (1 - cosine similarity), as the losses.
+    With `training_mean_size` > 0, the score-normalised distance of `tinymatch.metrics` (the score
+    a.b less the mean of a.m and b.m, m the training images' mean embedding); m is a non-trainable
+    weight (`training_mean`), saved in the model file and set by `build_siamese_model`.
     """
 
-    def __init__(self, metric="L2", **kwargs):
+    def __init__(self, metric="L2", training_mean_size=0, **kwargs):
         super().__init__(**kwargs)
         if metric not in ("L2", "squared-L2", "angular"):
             raise ValueError(f"metric={metric!r}: must be L2, squared-L2 or angular")
         self.metric = metric
+        self.training_mean_size = int(training_mean_size)
+        self.training_mean = None
+        if self.training_mean_size:
+            self.training_mean = self.add_weight(shape=(self.training_mean_size,), initializer="zeros",
+                                                 trainable=False, name="training_mean")
 
     def call(self, first, second):
         first = ops.cast(first, "float32")
         second = ops.cast(second, "float32")
+        offset = 0.0
+        if self.training_mean is not None:  # each image's a.m, on its unit vector
+            terms = (ops.sum(_unit_length(first) * self.training_mean, axis=-1)
+                     + ops.sum(_unit_length(second) * self.training_mean, axis=-1))
+            offset = terms / 2 if self.metric == "angular" else terms
         if self.metric == "angular":
             first, second = _unit_length(first), _unit_length(second)
-            return 1.0 - ops.sum(first * second, axis=-1)
-        squared = ops.sum(ops.square(first - second), axis=-1)
+            return 1.0 - ops.sum(first * second, axis=-1) + offset
+        squared = ops.sum(ops.square(first - second), axis=-1) + offset
         if self.metric == "squared-L2":
             return squared
         return ops.sqrt(ops.maximum(squared, 0.0))
@@ -155,7 +169,7 @@ class PairDistance(layers.Layer):
         return tuple(first_shape[:-1])
 
     def get_config(self):
-        return {**super().get_config(), "metric": self.metric}
+        return {**super().get_config(), "metric": self.metric, "training_mean_size": self.training_mean_size}
 
 
 @keras.saving.register_keras_serializable(package="tinymatch")
@@ -410,12 +424,19 @@ def backbone_of(embedding_model):
     return embedding_model.get_layer("backbone")
 
 
-def build_siamese_model(embedding_model, threshold, distance_metric="L2", name="siamese"):
-    """Two images -> {"distance": [B], "match": [B] (1.0 = same class)} with one shared embedding."""
+def build_siamese_model(embedding_model, threshold, distance_metric="L2", name="siamese",
+                        training_mean=None):
+    """Two images -> {"distance": [B], "match": [B] (1.0 = same class)} with one shared embedding.
+
+    training_mean: the mean embedding of the training images, for the score-normalised distance
+    (`PairDistance`); None = the plain distance."""
     image_a = keras.Input(IMAGE_SHAPE, name="image_a")
     image_b = keras.Input(IMAGE_SHAPE, name="image_b")
-    distance = PairDistance(distance_metric, name="distance")(embedding_model(image_a),
-                                                              embedding_model(image_b))
+    size = 0 if training_mean is None else int(np.asarray(training_mean).size)
+    pair_distance = PairDistance(distance_metric, training_mean_size=size, name="distance")
+    if size:
+        pair_distance.training_mean.assign(np.asarray(training_mean, np.float32).ravel())
+    distance = pair_distance(embedding_model(image_a), embedding_model(image_b))
     match = MatchDecision(threshold, name="match")(distance)
     return keras.Model([image_a, image_b], {"distance": distance, "match": match}, name=name)
 
@@ -427,6 +448,12 @@ def siamese_threshold(siamese_model):
 
 def siamese_distance_metric(siamese_model):
     return _layer_of_type(siamese_model, PairDistance).metric
+
+
+def siamese_training_mean(siamese_model):
+    """The training mean embedding a Siamese model's distance is normalised by (float32), or None."""
+    weight = _layer_of_type(siamese_model, PairDistance).training_mean
+    return None if weight is None else np.asarray(keras.ops.convert_to_numpy(weight), np.float32)
 
 
 def embedding_from_siamese(siamese_model):
@@ -537,5 +564,6 @@ def _single_tensor_wrapped_in_lists(model):
 
 __all__ = ["build_embedding_model", "build_siamese_model", "build_compact_backbone",
            "build_application_backbone", "siamese_threshold", "siamese_distance_metric",
+           "siamese_training_mean",
            "embedding_from_siamese", "load_model", "check_model_archive", "NotATinymatchModelError", "backbone_of", "ApplicationPreprocessing",
            "PairDistance", "MatchDecision", "HorizontalMirror", "Resize", "build_flip_averaged_model", "WeightsUnavailableError", "APPLICATIONS"]

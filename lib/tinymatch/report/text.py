@@ -174,7 +174,9 @@ def architecture_markdown(run: Mapping[str, Any]) -> str:
                                     config.image_size < 64 else ")")) if config.augment else "no"],
             ["inference", "flip-averaged: the unit-norm mean of the embeddings of the image and its mirror"
              if config.test_time_flip else "one view"],
-            ["distance", f"`{config.distance_metric}`"]]
+            ["distance", f"`{config.distance_metric}`" + (
+                f", normalised by the mean embedding of {fmt(metrics.get('training_mean_images', 0))} training "
+                "images (below)" if _normalised(metrics) else "")]]
     if facts:
         rows += [["parameters", f"{fmt(facts['total_parameters'])} ({fmt(facts['trainable_parameters'])} trainable)"]]
     stored = _stored_siamese_threshold(run)
@@ -191,8 +193,25 @@ def architecture_markdown(run: Mapping[str, Any]) -> str:
     if facts:
         text += (f"\n\n{TABLE_NUMBERS.ref('layers')} lists the layers of the embedding model.\n\n"
                  + TABLE_NUMBERS.markdown("layers", layer_table(facts)))
-    return text + ("\n\nThe Siamese model (`siamese.keras`) wraps this embedding model twice with shared weights "
-                   "and stores τ, so `tinymatch match --model siamese.keras A.jpg B.jpg` decides a pair directly.")
+    text += ("\n\nThe Siamese model (`siamese.keras`) wraps this embedding model twice with shared weights "
+             "and stores τ, so `tinymatch match --model siamese.keras A.jpg B.jpg` decides a pair directly.")
+    if _normalised(metrics):
+        text += (" It also stores the mean $m$ of the unit embeddings of a seeded sample of the training images, "
+                 "and scores a pair $a, b$ (unit embeddings) by $a \\cdot b - (a \\cdot m + b \\cdot m)/2$ "
+                 "(mean-only score normalisation, as in speaker verification: an image close to everything "
+                 "gets less credit for being close to this one), reported in the units of the "
+                 f"`{config.distance_metric}` distance; the evaluation scores the trained model's pairs and "
+                 "retrieval the same way, the two baselines by their plain distance.")
+    return text
+
+
+def _score_normalisation(metrics: Mapping[str, Any]) -> str:
+    """How a metrics.json scored its pairs ("none" for one written before the setting existed)."""
+    return metrics.get("score_normalisation", "none")
+
+
+def _normalised(metrics: Mapping[str, Any]) -> bool:
+    return _score_normalisation(metrics) == "training-mean"
 
 
 def loss_markdown(run: Mapping[str, Any]) -> str:
@@ -205,7 +224,10 @@ def loss_markdown(run: Mapping[str, Any]) -> str:
     text = [f"This run is trained with {training_recipe(config, history)}. Its triplet loss is the "
             f"**{LOSS_NAMES[config.loss]}**{soft} with margin α = {config.margin:g} on {metric} between "
             f"embeddings (`tinymatch.losses`)."]
-    if config.distance_metric == "L2":
+    if _normalised(run.get("metrics", {})):
+        text.append("The threshold τ of the Siamese model and of the evaluation is on this distance normalised "
+                    "by the training images' mean embedding (the architecture section says how).")
+    elif config.distance_metric == "L2":
         text.append("The threshold τ of the Siamese model and of the evaluation is on the same plain L2 "
                     "distance.")
     elif config.distance_metric == "squared-L2":
@@ -1108,9 +1130,11 @@ REPEAT_MAX_STEP_RATIO = 1.5
 
 def repeat_runs(run: Mapping[str, Any], run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """The evaluated runs among `run_dirs` (other than `run` itself) whose configuration equals the
-    run's in every field but the seed and the data path: repeats of the same recipe. With a time
-    budget, a repeat must also have trained a comparable number of steps (within
-    REPEAT_MAX_STEP_RATIO of each other, both known from the runs' training summaries)."""
+    run's in every field but the seed and the data path, and whose metrics.json was scored the
+    same way (its score normalisation: an older config.json reads a field it lacks from today's
+    profile, so the config alone cannot say how an old run was evaluated): repeats of the same
+    recipe. With a time budget, a repeat must also have trained a comparable number of steps
+    (within REPEAT_MAX_STEP_RATIO of each other, both known from the runs' training summaries)."""
     config = run["config"].to_dict()
     own = Path(run["run_dir"]).resolve()
     own_steps = budget_steps(run.get("training") or {})
@@ -1121,6 +1145,8 @@ def repeat_runs(run: Mapping[str, Any], run_dirs: Sequence[str | os.PathLike]) -
         other = read_run(run_dir)
         fields = other["config"].to_dict()
         if "metrics" not in other or any(fields.get(k) != v for k, v in config.items() if k not in REPEAT_FREE_FIELDS):
+            continue
+        if _score_normalisation(other["metrics"]) != _score_normalisation(run.get("metrics", {})):
             continue
         if config.get("time_budget_minutes"):
             steps = budget_steps(other.get("training") or {})
