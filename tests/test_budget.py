@@ -181,6 +181,27 @@ def test_a_spent_budget_ends_the_run_after_a_whole_epoch(tmp_path, synthetic_dir
     assert len(read_history(run_dir)) == 1
 
 
+def test_the_re_plan_message_says_why_the_steps_moved(capsys):
+    """A changed pace is named as such; the same pace with less time left is not called a change."""
+    import time
+
+    from tinymatch.train import _Session
+
+    session = _Session.__new__(_Session)
+    session.config = Config.from_profile("smoke", time_budget_minutes=10.0, steps_per_epoch=0)
+    session.progress, session.total_epochs, session.budget_exhausted = True, 5, False
+    session.steps_per_epoch = 100
+    session.budget_plan = [dict(from_epoch=1, steps_per_epoch=100, step_seconds=1.0, source="calibration")]
+    for pace, said in ((2.0, "epochs took 2.000 s a step, not 1.000 s: epochs 4-5 get"),
+                       (1.0, "at 1.000 s a step, the time left: epochs 4-5 get")):
+        session._plan_from = lambda epoch, pace=pace: (37, pace)
+        session.history, session.budget_started = [{}] * 3, time.time()
+        session.steps_per_epoch = 100
+        assert session._replan_budget(3)
+        assert said in capsys.readouterr().out
+        session.budget_plan[-1]["step_seconds"] = 1.0  # the next case starts from a 1 s plan
+
+
 def test_a_later_phase_is_planned_from_the_measured_epochs(synthetic_dir):
     """A calibration that got the step time wrong (0.5 s; the epochs took 1 s a step) is corrected
     when the triplet phase starts: its steps come from the warm-up's measured seconds (its first

@@ -587,7 +587,7 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     # against 0.811 (lighter augmentation alone) and 0.809 (neither), same seed and machine kind.
     # float32: bfloat16 was slower on both CPU kinds measured (benchmarks/README.md, "Precision").
     # Pairs scored with the training-mean normalisation: +0.009 to +0.026 val AUC on four runs of
-    # this recipe; on the test pairs of two, +0.010 to +0.022 AUC and +0.026 / +0.031 seen P@1
+    # this recipe; on the test pairs of two, +0.010 to +0.022 AUC and +0.026 to +0.031 seen P@1
     # (benchmarks/README.md, "The training mean, shipped").
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, blocks_per_stage=2, image_size=48,

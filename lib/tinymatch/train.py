@@ -513,10 +513,14 @@ class _Session:
                 entry["within_phase"] = True
             self.budget_plan.append(entry)
             if self.progress:
-                print(f"time budget: epochs took {step_seconds:.3f} s a step, not "
-                      f"{self.budget_plan[-2]['step_seconds']:.3f} s: epochs {epoch + 1}-"
-                      f"{self.total_epochs} get {steps} steps each (were {self.steps_per_epoch})",
-                      flush=True)
+                planned = self.budget_plan[-2]["step_seconds"]
+                # The same pace can still move the steps: a fit's teardown or a slow epoch's
+                # validation spent time the plan had given to steps.
+                pace = (f"epochs took {step_seconds:.3f} s a step, not {planned:.3f} s"
+                        if f"{step_seconds:.3f}" != f"{planned:.3f}" else
+                        f"at {step_seconds:.3f} s a step, the time left")
+                print(f"time budget: {pace}: epochs {epoch + 1}-{self.total_epochs} get {steps} steps "
+                      f"each (were {self.steps_per_epoch})", flush=True)
             self.steps_per_epoch = steps
         return True
 
