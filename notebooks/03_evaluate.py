@@ -8,7 +8,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -66,7 +66,8 @@ fig
 # ## Distances of same-class and different-class pairs
 
 # %%
-fig = plots.distance_histograms(report.histogram_inputs(run_path, metrics))
+fig = plots.distance_histograms(report.histogram_inputs(run_path, metrics),
+                                xlabel=report.distance_axis_label(metrics))
 plots.save_fig(fig, figs / "distance_histograms.png")
 fig
 

@@ -79,6 +79,13 @@ def test_roc_and_confusion_and_histograms(tmp_path, rng):
     same = rng.random(300) < 0.5
     distances = np.where(same, rng.normal(0.6, 0.2, 300), rng.normal(1.1, 0.2, 300))
     _saved(plots.distance_histograms({"seen": (distances, same, 0.85)}), tmp_path, "hist.png")
+    from tinymatch import report
+
+    label = report.distance_axis_label({"score_normalisation": "training-mean"})
+    assert label == "embedding distance, normalised by the training mean"
+    assert report.distance_axis_label({}) == "embedding distance"  # a metrics.json from before the setting
+    fig = plots.distance_histograms({"seen": (distances, same, 0.85)}, xlabel=label)
+    assert fig.axes[0].get_xlabel() == label
 
 
 def test_retrieval_examples_marks_wrong_neighbours(tmp_path, rng):

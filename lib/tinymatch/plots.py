@@ -256,10 +256,12 @@ def confusion_matrix(matrices: Mapping[str, Sequence[Sequence[int]]], *,
     return fig
 
 
-def distance_histograms(groups: Mapping[str, tuple], *, bins: int = 50) -> Figure:
+def distance_histograms(groups: Mapping[str, tuple], *, bins: int = 50,
+                        xlabel: str = "embedding distance") -> Figure:
     """Distances of same-class and different-class pairs, with the threshold, per protocol.
 
-    `groups` maps a protocol to (distances [M], same [M] bool, threshold).
+    `groups` maps a protocol to (distances [M], same [M] bool, threshold); `xlabel` names the
+    distance (`report.distance_axis_label`: a score-normalised one says so).
     """
     fig = _figure(5 * len(groups), 3.6)
     axes = np.atleast_1d(fig.subplots(1, len(groups))).reshape(-1)
@@ -271,7 +273,7 @@ def distance_histograms(groups: Mapping[str, tuple], *, bins: int = 50) -> Figur
         ax.hist(distances[~same], bins=edges, alpha=0.6, color=WRONG_COLOR, density=True,
                 label=f"different class ({(~same).sum():,})")
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
-        ax.set(xlabel="embedding distance", ylabel="density", title=f"Pair distances, {protocol} classes")
+        ax.set(xlabel=xlabel, ylabel="density", title=f"Pair distances, {protocol} classes")
         ax.legend(fontsize=8)
     return fig
 

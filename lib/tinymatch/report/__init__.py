@@ -17,8 +17,8 @@ One job per module:
 The names below are the package's public API (what the notebooks, the CLI and the tests use).
 """
 
-from tinymatch.report.inputs import (MODEL_LABELS, confusion_inputs, evaluation_arrays, histogram_inputs,
-                                     history_arrays, operating_point, protocols_in, retrieval_inputs,
+from tinymatch.report.inputs import (MODEL_LABELS, confusion_inputs, distance_axis_label, evaluation_arrays,
+                                     histogram_inputs, history_arrays, operating_point, protocols_in, retrieval_inputs,
                                      roc_inputs, run_history, training_history)
 from tinymatch.report.notebook import (augmentation_layer, data_facts, default_run_dir, export_projection,
                                        labelled_indices, load_data, model_facts, prepare_data,
@@ -64,7 +64,7 @@ __all__ = [
     "projection_sample", "export_projection", "screenshot_projector", "read_run",
     # plot inputs
     "MODEL_LABELS", "protocols_in", "evaluation_arrays", "roc_inputs", "operating_point", "confusion_inputs",
-    "histogram_inputs", "retrieval_inputs", "history_arrays", "run_history", "training_history",
+    "histogram_inputs", "distance_axis_label", "retrieval_inputs", "history_arrays", "run_history", "training_history",
     # tables and text
     "FIGURES", "Figures", "figure_markdown", "markdown_table", "fmt", "percent", "PROTOCOL_NAMES", "LOSS_NAMES",
     "verification_table", "retrieval_table", "confusion_table", "loss_comparison_table", "config_table",

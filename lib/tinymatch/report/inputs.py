@@ -68,6 +68,13 @@ def confusion_inputs(metrics) -> dict[str, list]:
     return {p: metrics[p]["trained"]["test"]["confusion"]["matrix"] for p in protocols_in(metrics)}
 
 
+def distance_axis_label(metrics) -> str:
+    """What the pair distances of `metrics` measure, for a figure's axis."""
+    if metrics.get("score_normalisation", "none") == "training-mean":
+        return "embedding distance, normalised by the training mean"
+    return "embedding distance"
+
+
 def histogram_inputs(run_dir, metrics) -> dict[str, tuple]:
     groups = {}
     for protocol in protocols_in(metrics):
