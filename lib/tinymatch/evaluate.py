@@ -446,9 +446,8 @@ def ship_threshold(run: RunDir, threshold: float, config: Config, dataset, proto
     training = read_json_if_present(run.training) or {}
     result["threshold_from_training"] = float(training.get("threshold", held))
     held_mean = model_module.siamese_training_mean(siamese)
-    same_mean = (held_mean is None and training_mean is None) or (
-        held_mean is not None and training_mean is not None
-        and np.array_equal(held_mean, np.asarray(training_mean, np.float32)))
+    same_mean = (held_mean is None if training_mean is None
+                 else held_mean is not None and np.array_equal(held_mean, np.asarray(training_mean, np.float32)))
     if held != float(threshold) or not same_mean:
         embedding = model_module.embedding_from_siamese(siamese)
         siamese = model_module.build_siamese_model(embedding, float(threshold), config.distance_metric,
@@ -484,11 +483,13 @@ def _siamese_decisions(siamese, run: RunDir, protocol: str, dataset, config: Con
 
 # --- one model file (`tinymatch evaluate`) --------------------------------------------------------
 
-def stored_threshold(run_dir) -> tuple[float, str]:
-    """(frozen threshold, where it came from) of a run: siamese.keras, else metrics.json."""
+def stored_threshold(run_dir, *, siamese=None) -> tuple[float, str]:
+    """(frozen threshold, where it came from) of a run: siamese.keras (`siamese`: that file,
+    already loaded), else metrics.json."""
     run = RunDir(run_dir)
     if run.siamese.is_file():
-        return float(model_module.siamese_threshold(model_module.load_model(run.siamese))), str(run.siamese)
+        siamese = siamese if siamese is not None else model_module.load_model(run.siamese)
+        return float(model_module.siamese_threshold(siamese)), str(run.siamese)
     if run.metrics.is_file():
         stored = read_json(run.metrics)
         if isinstance(stored, dict) and "threshold" in stored:
@@ -521,15 +522,15 @@ def _split_of_run(run: RunDir, dataset, config: Config, split: str):
                                     f"{err}; {still}") from None
 
 
-def _stored_or_new_training_means(run: RunDir, embedders, dataset, config: Config, split: str) -> dict:
-    """The training mean a run's pairs are scored with: the one in siamese.keras (what its stored
-    threshold was chosen with), else one computed from the run's split; {} when not normalised."""
+def _stored_or_new_training_means(run: RunDir, shipped, embedders, dataset, config: Config, split: str) -> dict:
+    """The training mean a run's pairs are scored with: the one in `shipped` (its loaded
+    siamese.keras, or None; what its stored threshold was chosen with), else one computed from the
+    run's split; {} when not normalised."""
     if config.score_normalisation == "none":
         return {}
-    if run.siamese.is_file():
-        held = model_module.siamese_training_mean(model_module.load_model(run.siamese))
-        if held is not None:
-            return {"trained": held}
+    held = None if shipped is None else model_module.siamese_training_mean(shipped)
+    if held is not None:
+        return {"trained": held}
     return _training_means(embedders, _split_of_run(run, dataset, config, split), config)
 
 
@@ -562,9 +563,12 @@ def evaluate_model_file(model_path, data=None, *, split: str = "seen", out=None,
         if reason:
             raise ValueError(f"cannot evaluate split {split!r}: {reason}")
     embedders = model_embedders(model_path, dataset, config, baselines=baselines, progress=progress)
-    training_means = _stored_or_new_training_means(run, embedders, dataset, config, split)
+    # siamese.keras, loaded once, where its threshold or its training mean is needed
+    shipped = (model_module.load_model(run.siamese) if run.siamese.is_file()
+               and (split == "official-val" or config.score_normalisation != "none") else None)
+    training_means = _stored_or_new_training_means(run, shipped, embedders, dataset, config, split)
     if split == "official-val":
-        threshold, source = stored_threshold(run.path)
+        threshold, source = stored_threshold(run.path, siamese=shipped)
         # Baselines have no stored threshold: official-val evaluates the trained model only.
         figures = evaluate_protocol(split, part_indices, dataset, {"trained": embedders["trained"]},
                                     config, None, {"trained": threshold}, training_means)

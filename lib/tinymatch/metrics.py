@@ -76,13 +76,14 @@ def pair_distances(embeddings: np.ndarray, pairs, distance_metric: str = "L2", *
     embeddings = np.asarray(embeddings, dtype=np.float32)
     first, second = np.asarray(pairs.first), np.asarray(pairs.second)
     squared_norms = np.einsum("ij,ij->i", embeddings, embeddings).astype(np.float64)
-    terms = typicality(embeddings, training_mean)
+    terms = None if training_mean is None else typicality(embeddings, training_mean)
     out = np.empty(len(first), dtype=np.float32)
     for start in range(0, len(first), _PAIR_CHUNK):
         block_first, block_second = first[start:start + _PAIR_CHUNK], second[start:start + _PAIR_CHUNK]
         a = np.take(embeddings, block_first, axis=0)
         b = np.take(embeddings, block_second, axis=0)
-        offset = _metric_offset(terms[block_first] + terms[block_second], distance_metric)
+        offset = 0.0 if terms is None else _metric_offset(terms[block_first] + terms[block_second],
+                                                          distance_metric)
         if distance_metric == "angular":
             norms = np.sqrt(squared_norms[block_first] * squared_norms[block_second])
             cosine = np.einsum("ij,ij->i", a, b) / np.maximum(norms, 1e-12)

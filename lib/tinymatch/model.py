@@ -153,13 +153,13 @@ class PairDistance(layers.Layer):
         first = ops.cast(first, "float32")
         second = ops.cast(second, "float32")
         offset = 0.0
+        if self.metric == "angular" or self.training_mean is not None:
+            unit_first, unit_second = _unit_length(first), _unit_length(second)
         if self.training_mean is not None:  # each image's a.m, on its unit vector
-            terms = (ops.sum(_unit_length(first) * self.training_mean, axis=-1)
-                     + ops.sum(_unit_length(second) * self.training_mean, axis=-1))
+            terms = ops.sum((unit_first + unit_second) * self.training_mean, axis=-1)
             offset = terms / 2 if self.metric == "angular" else terms
         if self.metric == "angular":
-            first, second = _unit_length(first), _unit_length(second)
-            return 1.0 - ops.sum(first * second, axis=-1) + offset
+            return 1.0 - ops.sum(unit_first * unit_second, axis=-1) + offset
         squared = ops.sum(ops.square(first - second), axis=-1) + offset
         if self.metric == "squared-L2":
             return squared

@@ -279,8 +279,9 @@ class _Session:
         phase = "warmup" if epoch < self.config.warmup_epochs else "triplet"
         return phase, epoch < self.config.freeze_backbone_epochs
 
-    def _segment_epochs(self, segment):
-        return sum(1 for e in range(self.total_epochs) if self._segment(e) == segment)
+    def _segment_epochs(self, segment, from_epoch=0):
+        """How many epochs from 0-based `from_epoch` on belong to `segment`."""
+        return sum(1 for e in range(from_epoch, self.total_epochs) if self._segment(e) == segment)
 
     def _build_training_model(self, embedding, segment, previous=None):
         """The compiled model of `segment`; `previous` (the last segment's training model) hands
@@ -562,7 +563,7 @@ class _Session:
             return False
         if self.steps_per_epoch == before:
             return True
-        remaining = sum(1 for e in range(epoch, self.total_epochs) if self._segment(e) == segment)
+        remaining = self._segment_epochs(segment, from_epoch=epoch)
         done = int(np.asarray(model.optimizer.iterations))
         schedule = schedules.learning_rate_schedule(self.config.lr_schedule, self._peak_learning_rate(segment),
                                                     done + remaining * self.steps_per_epoch)

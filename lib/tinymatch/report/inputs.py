@@ -68,9 +68,14 @@ def confusion_inputs(metrics) -> dict[str, list]:
     return {p: metrics[p]["trained"]["test"]["confusion"]["matrix"] for p in protocols_in(metrics)}
 
 
+def score_normalisation(metrics: Mapping[str, Any]) -> str:
+    """How a metrics.json scored its pairs ("none" for one written before the setting existed)."""
+    return metrics.get("score_normalisation", "none")
+
+
 def distance_axis_label(metrics) -> str:
     """What the pair distances of `metrics` measure, for a figure's axis."""
-    if metrics.get("score_normalisation", "none") == "training-mean":
+    if score_normalisation(metrics) == "training-mean":
         return "embedding distance, normalised by the training mean"
     return "embedding distance"
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinymatch import projector
 from tinymatch.config import BACKBONES, EFFICIENTNET_LITE_BACKBONES, SPLIT_EVALUATIONS, Config
-from tinymatch.report.inputs import protocols_in, retrieval_labels, run_history
+from tinymatch.report.inputs import protocols_in, retrieval_labels, run_history, score_normalisation
 from tinymatch.report.tables import (BUDGET_MINUTES, TRAINING_IMAGES, backbone_costs, backbone_costs_table,
                                      LOSS_NAMES, PROTOCOL_NAMES, TABLE_NUMBERS, Figures, balanced_class_counts,
                                      best_epoch_label, chance_precision_at_1, chance_recall_at_k, confusion_table,
@@ -205,13 +205,8 @@ def architecture_markdown(run: Mapping[str, Any]) -> str:
     return text
 
 
-def _score_normalisation(metrics: Mapping[str, Any]) -> str:
-    """How a metrics.json scored its pairs ("none" for one written before the setting existed)."""
-    return metrics.get("score_normalisation", "none")
-
-
 def _normalised(metrics: Mapping[str, Any]) -> bool:
-    return _score_normalisation(metrics) == "training-mean"
+    return score_normalisation(metrics) == "training-mean"
 
 
 def loss_markdown(run: Mapping[str, Any]) -> str:
@@ -1146,7 +1141,7 @@ def repeat_runs(run: Mapping[str, Any], run_dirs: Sequence[str | os.PathLike]) -
         fields = other["config"].to_dict()
         if "metrics" not in other or any(fields.get(k) != v for k, v in config.items() if k not in REPEAT_FREE_FIELDS):
             continue
-        if _score_normalisation(other["metrics"]) != _score_normalisation(run.get("metrics", {})):
+        if score_normalisation(other["metrics"]) != score_normalisation(run.get("metrics", {})):
             continue
         if config.get("time_budget_minutes"):
             steps = budget_steps(other.get("training") or {})
