@@ -171,8 +171,8 @@ def _set_precision(config):
 
     from tinymatch.train import mixed_precision_policy
 
-    keras.mixed_precision.set_global_policy(
-        mixed_precision_policy() if config.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(  # ("auto": a case times float32; the A/B times both)
+        mixed_precision_policy() if config.mixed_precision is True else "float32")
 
 
 def _images_per_second(model, dataset, steps, batch, warm=True):
@@ -184,9 +184,10 @@ def _images_per_second(model, dataset, steps, batch, warm=True):
 
 
 def _stem_for(image_size):
-    """Cases at another network input than the default's 64 are the resize-in-the-model
-    alternative: full-resolution stem (a stride-2 stem there would halve the side again)."""
-    return {} if image_size == 64 else {"stem_stride": 1}
+    """Cases at another network input than 64 and the `cpu` profile's own are the
+    resize-in-the-model alternative: full-resolution stem (a stride-2 stem there would halve the
+    side again). At the profile's input size the case is the profile's network."""
+    return {} if image_size in (64, Config.from_profile("cpu").image_size) else {"stem_stride": 1}
 
 
 def spawn(case, timeout):
@@ -286,7 +287,7 @@ def main(argv=None):
         if "jit" in variants:
             ab["augment off, jit"] = dict(augment=False, jit_compile=True)
         if "precision" in variants:  # the profile's precision against the other one
-            other = not Config.from_profile("cpu").mixed_precision
+            other = Config.from_profile("cpu").mixed_precision is not True
             ab["augment on, bfloat16" if other else "augment on, float32"] = dict(
                 augment=True, mixed_precision=other)
         ab_cases.append(dict(base, backbone="compact", variants=ab, rounds=3,

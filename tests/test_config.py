@@ -152,7 +152,8 @@ def test_unknown_names_in_a_file_name_the_file(tmp_path):
     ("augment", "maybe"), ("augment", "false"), ("augment", [0]), ("augment", 1), ("augment", None),
     ("margin", "0.5"), ("margin", True), ("margin", None), ("margin", [0.5]),
     ("backbone", ["compact"]), ("backbone", None), ("data", 7), ("profile", 1),
-    ("mixed_precision", "yes"), ("stem_stride", 1.0), ("flip", False),
+    ("mixed_precision", "yes"), ("mixed_precision", 1), ("mixed_precision", None),
+    ("stem_stride", 1.0), ("flip", False),
 ])
 def test_wrong_types_are_errors_not_coercions(field, value):
     values = {"profile": "smoke", field: value} if field != "profile" else {field: value}
@@ -366,3 +367,10 @@ def test_data_path_resolution(monkeypatch, tmp_path):
     assert resolve_data_path(str(tmp_path)) == tmp_path
     monkeypatch.setenv("TINYMATCH_DATA", str(tmp_path / "x.zip"))
     assert resolve_data_path(None) == tmp_path / "x.zip"
+
+
+def test_mixed_precision_is_off_on_or_timed():
+    assert Config.from_profile("smoke", mixed_precision="auto").mixed_precision == "auto"
+    assert Config.from_profile("smoke", mixed_precision=True).mixed_precision is True
+    with pytest.raises(ConfigError, match="config.mixed_precision='auto'.*multi-worker"):
+        Config.from_profile("smoke", mixed_precision="auto", strategy="multi-worker")

@@ -177,6 +177,27 @@ def test_model_labels_name_the_blocks_a_stage():
     assert "2 blocks a stage" in tables.model_label(two) and "blocks" not in tables.model_label(one)
 
 
+def test_the_precision_a_run_trained_in_is_named():
+    from tinymatch.report import tables
+
+    config = Config.from_profile("smoke")
+    assert tables.model_label(config.replace(mixed_precision=True)).endswith(", mixed precision")
+    assert tables.model_label(config.replace(mixed_precision="auto")).endswith(", precision chosen by timing")
+    assert "precision" not in tables.model_label(config.replace(mixed_precision=False))
+    timing = dict(step_seconds={"float32": 0.255, "mixed_bfloat16": 0.211}, chosen="mixed_bfloat16", seconds=31.0)
+    text = report.optimisation_markdown(dict(config=config.replace(mixed_precision="auto"),
+                                             training=dict(dtype_policy="mixed_bfloat16", precision_timing=timing)))
+    assert ("a step took 0.255 s in float32 and 0.211 s in mixed_bfloat16, so the run trained in mixed_bfloat16 "
+            "(half-precision compute") in text
+    slower = dict(timing, step_seconds={"float32": 0.18, "mixed_bfloat16": 0.99}, chosen="float32")
+    assert "so the run trained in float32." in report.optimisation_markdown(
+        dict(config=config.replace(mixed_precision="auto"), training=dict(dtype_policy="float32",
+                                                                           precision_timing=slower)))
+    assert "recorded no timing" in report.optimisation_markdown(
+        dict(config=config.replace(mixed_precision="auto"), training={}))
+    assert "precision" not in report.optimisation_markdown(dict(config=config, training={})).lower()
+
+
 def test_repeats_of_the_recipe_with_other_seeds_replace_the_one_run_caveat(tmp_path):
     def seeded(name, seed, auc, ci, loss="semihard"):
         run_dir = _fake_run(tmp_path / name, loss, auc)

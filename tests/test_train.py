@@ -191,6 +191,67 @@ def test_mixed_precision_on_a_cpu_trains_in_bfloat16(tmp_path, synthetic_dir):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def test_auto_precision_times_both_and_a_resumed_run_keeps_the_choice(tmp_path, synthetic_dir, monkeypatch):
+    """mixed_precision="auto" times a few steps in float32 and in bfloat16 before training, trains
+    in the chosen one, records both timings, and a resumed run keeps the checkpoint's precision
+    without timing again."""
+    import json
+
+    from tinymatch import train as train_module
+
+    timed = []
+
+    def choose_mixed(step_seconds):
+        timed.append(dict(step_seconds))
+        return "mixed_bfloat16"  # (what the machine would choose is up to the machine)
+
+    monkeypatch.setattr(train_module, "choose_precision", choose_mixed)
+    config = Config.from_profile("smoke", data=str(synthetic_dir), warmup_epochs=1, epochs=1,
+                                 steps_per_epoch=2, early_stopping_patience=0, mixed_precision="auto")
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        train(config, run_dir, progress=False, callbacks=[KillAfterEpoch(1)])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the kill too
+    assert len(timed) == 1 and sorted(timed[0]) == ["float32", "mixed_bfloat16"]
+    assert all(seconds > 0 for seconds in timed[0].values())
+
+    def must_not_time(step_seconds):
+        raise AssertionError("a resumed run timed the precisions again")
+
+    monkeypatch.setattr(train_module, "choose_precision", must_not_time)
+    train(config, run_dir, progress=False)
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert summary["finished"] and summary["dtype_policy"] == "mixed_bfloat16"
+    assert summary["precision_timing"]["chosen"] == "mixed_bfloat16"
+    rounds = summary["precision_timing"]["rounds"]
+    assert 1 <= len(rounds["float32"]) == len(rounds["mixed_bfloat16"]) <= train_module.PRECISION_TIMING_ROUNDS
+    assert {k: min(v) for k, v in rounds.items()} == pytest.approx(timed[0], abs=1e-4)  # the fastest round
+    assert summary["precision_timing"]["step_seconds"] == pytest.approx(timed[0], abs=1e-4)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("seconds, chosen", [
+    ({"float32": 0.255, "mixed_bfloat16": 0.211}, "mixed_bfloat16"),  # AMD Zen 4: 1.21x
+    ({"float32": 0.200, "mixed_bfloat16": 0.189}, "mixed_bfloat16"),  # just over the required 5%
+    ({"float32": 0.200, "mixed_bfloat16": 0.195}, "float32"),  # within a timing's noise
+    ({"float32": 0.180, "mixed_bfloat16": 0.990}, "float32"),  # emulated bfloat16: 5.5x slower
+    ({"mixed_float16": 0.05, "float32": 0.10}, "mixed_float16"),  # a GPU
+])
+def test_choose_precision_takes_the_mixed_policy_only_when_clearly_faster(seconds, chosen):
+    from tinymatch.train import choose_precision
+
+    assert choose_precision(seconds) == chosen
+
+
+def test_choose_precision_names_what_it_missed():
+    from tinymatch.train import choose_precision
+
+    with pytest.raises(ValueError, match="float32 and one mixed policy"):
+        choose_precision({"mixed_bfloat16": 0.1})
+    with pytest.raises(ValueError, match="float32 and one mixed policy"):
+        choose_precision({"float32": 0.1, "mixed_bfloat16": 0.1, "mixed_float16": 0.1})
+
+
 def test_half_precision_weights_keep_the_models_working(finished_run, tmp_path):
     from tinymatch.cli import main
 

@@ -48,6 +48,9 @@ FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "")  # "" = n
 # tf.distribute strategy of training: none (the default device), mirrored (all local GPUs, or
 # `logical_devices` logical CPU devices), multi-worker (MultiWorkerMirroredStrategy from TF_CONFIG).
 STRATEGIES = ("none", "mirrored", "multi-worker")
+# `Config.mixed_precision`: off, on, or chosen by timing both on the machine at hand (as Keras'
+# own `jit_compile="auto"`).
+PRECISION_CHOICES = (False, True, "auto")
 # What a model is trained and selected on (`Config.protocol`): "joint" = the seen-train images of
 # the class-disjoint protocol's training classes, so one model is judged on seen AND unseen classes.
 TRAINING_PROTOCOLS = ("joint", "seen", "unseen")
@@ -162,7 +165,11 @@ class Config:
     time_budget_minutes: float = 0.0
     early_stopping_patience: int = 3
     jit_compile: bool = False
-    mixed_precision: bool = False  # half-precision compute: float16 on a GPU, bfloat16 on a CPU
+    # Half-precision compute: float16 on a GPU, bfloat16 on a CPU (variables, loss and embeddings
+    # stay float32). "auto": time a few training steps in both precisions on the machine at hand
+    # and train in the faster (`tinymatch.train.choose_precision`): bfloat16 is native on some
+    # CPUs and emulated, several times slower, on others (benchmarks/README.md, "Precision").
+    mixed_precision: bool | str = False
 
     # --- distribution (tf.distribute) --------------------------------------------------------------
     strategy: str = "none"  # none | mirrored | multi-worker (MultiWorkerMirroredStrategy, TF_CONFIG)
@@ -212,6 +219,9 @@ class Config:
             raise ConfigError(f"config.steps_per_epoch={self.steps_per_epoch} with config."
                               f"time_budget_minutes={self.time_budget_minutes:g}: set one of them "
                               "(a time budget calibrates the steps per epoch; 0 turns either off)")
+        if self.mixed_precision == "auto" and self.strategy == "multi-worker":
+            raise ConfigError("config.mixed_precision='auto' times this machine alone, and the workers of "
+                              "strategy 'multi-worker' could choose different precisions: set true or false")
         if self.time_budget_minutes and self.strategy == "multi-worker":
             raise ConfigError("config.time_budget_minutes needs one machine (strategy 'none' or "
                               "'mirrored'): workers would each calibrate their own step count; set "
@@ -359,7 +369,7 @@ _CHOICES: dict[str, tuple] = {
     "stem_stride": (1, 2), "loss": LOSSES, "distance_metric": DISTANCE_METRICS,
     "warmup_head": WARMUP_HEADS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
     "strategy": STRATEGIES, "threshold_method": THRESHOLD_METHODS,
-    "score_normalisation": SCORE_NORMALISATIONS,
+    "score_normalisation": SCORE_NORMALISATIONS, "mixed_precision": PRECISION_CHOICES,
 }
 # Free text: paths, checked where they are opened ("" = the documented default).
 _FREE_TEXT = ("data", "cache_dir", "weights")
@@ -409,7 +419,8 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "retrieval_top_k": (1, _INF, False, True),
     "eval_batch_size": (1, _INF, False, True),
 }
-_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "bool | str": "true, false or a string"}
 
 
 def _kind(spec: dataclasses.Field) -> str:
@@ -422,7 +433,8 @@ def _check_type(spec: dataclasses.Field, value: Any) -> None:
     ok = {"int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, float),
           "bool": isinstance(value, bool),
-          "str": isinstance(value, str)}[kind]
+          "str": isinstance(value, str),
+          "bool | str": isinstance(value, (bool, str))}[kind]
     if not ok:
         raise ConfigError(f"config.{spec.name}={value!r}: expected {_TYPE_NAMES[kind]}, got "
                           f"{type(value).__name__}")
@@ -585,13 +597,15 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     # geometric augmentation (zoom 0.15, rotation 0.05 of a turn, translation 0.1: the issue's
     # factors were 0.3, 0.2, 0.2) and `blocks_per_stage=2` (1.8x the step's cost): val AUC 0.828
     # against 0.811 (lighter augmentation alone) and 0.809 (neither), same seed and machine kind.
-    # float32: bfloat16 was slower on both CPU kinds measured (benchmarks/README.md, "Precision").
+    # Precision "auto": bfloat16 was 5.5x slower on an AMD EPYC without AVX512-BF16 and 1.3x slower
+    # on an Intel CPU with it, but 1.21x faster on an AMD EPYC Zen 4 (benchmarks/README.md,
+    # "Precision"), so the run times both on the machine at hand and trains in the faster.
     # Pairs scored with the training-mean normalisation: +0.009 to +0.026 val AUC on four runs of
     # this recipe; on the test pairs of two, +0.010 to +0.022 AUC and +0.026 to +0.031 seen P@1
     # (benchmarks/README.md, "The training mean, shipped").
     "cpu": dict(
         backbone="compact", width=48, max_filters=256, blocks_per_stage=2, image_size=48,
-        stem_stride=2, embedding_dim=1024, mixed_precision=False, classes_per_batch=64,
+        stem_stride=2, embedding_dim=1024, mixed_precision="auto", classes_per_batch=64,
         images_per_class=2, warmup_epochs=14, epochs=3, steps_per_epoch=0, time_budget_minutes=44.0,
         early_stopping_patience=3, test_time_flip=True, learning_rate=0.0093,
         finetune_learning_rate=0.004, lr_schedule="cosine", warmup_head="cosface",
@@ -628,6 +642,6 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     ),
 }
 
-__all__ = ["Config", "ConfigError", "PROFILES", "EFFICIENTNET_LITE_BACKBONES", "STRATEGIES", "FLIP_MODES", "OPTIMIZERS",
+__all__ = ["Config", "ConfigError", "PROFILES", "EFFICIENTNET_LITE_BACKBONES", "STRATEGIES", "PRECISION_CHOICES", "FLIP_MODES", "OPTIMIZERS",
            "LR_SCHEDULES", "METADATA_KEYS", "resolve_data_path", "part_sizes",
            "unseen_class_counts", "unseen_train_class_count"]

@@ -105,7 +105,8 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
         _check_resumable(run_dir, config)
         write_json(RunDir(run_dir).environment, environment_info())
         started = time.time()
-        if config.mixed_precision:
+        policy_before = keras.mixed_precision.global_policy().name
+        if config.mixed_precision is True:  # ("auto" is chosen in the session, by timing)
             keras.mixed_precision.set_global_policy(mixed_precision_policy())
         try:
             keras.utils.set_random_seed(config.seed)
@@ -126,19 +127,47 @@ def train(config: Config, run_dir, *, dataset=None, progress: bool = True, callb
                     f"(epoch {session.state.get('epoch', 0)}) and best model")
             return session.finish(started)
         finally:
-            if config.mixed_precision:
-                keras.mixed_precision.set_global_policy("float32")
+            keras.mixed_precision.set_global_policy(policy_before)
 
 
 def mixed_precision_policy() -> str:
     """The Keras policy of `config.mixed_precision`: float16 on a GPU, bfloat16 on a CPU.
 
     CPUs have no fast float16 arithmetic; oneDNN runs bfloat16 natively only on CPUs with
-    AVX512-BF16 or AMX and emulates it elsewhere. Measured on the `cpu` profile's network it lost
-    on both CPU kinds of these machines (benchmarks/README.md, "Precision"), so CPU profiles keep
-    float32. Variables, the loss and the unit-norm embedding stay float32 either way.
+    AVX512-BF16 or AMX and emulates it elsewhere, and even native it won on some CPU kinds and
+    lost on others (benchmarks/README.md, "Precision"): `mixed_precision="auto"` times both.
+    Variables, the loss and the unit-norm embedding stay float32 either way. A model saved from a
+    mixed-precision run keeps its layers' policy, so it also infers in that precision.
     """
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+# The mixed policy must take at most this share of float32's seconds a step to be chosen by
+# `mixed_precision="auto"`: rounding the activations to 8 mantissa bits is only worth a clear gain,
+# and a 20-step timing moves by a few per cent between identical runs.
+PRECISION_SPEEDUP_REQUIRED = 0.95
+# `mixed_precision="auto"` times each policy in up to this many interleaved rounds of the
+# calibration's steps and keeps each one's fastest round: on a 2-core AMD EPYC Zen 4 single rounds
+# of the `cpu` profile's warm-up step ranged 0.313-0.339 s (float32) and 0.252-0.299 s (bfloat16),
+# and one round chose float32 where three showed bfloat16 12-25% faster. A first round that already
+# differs by PRECISION_CLEAR_RATIO (emulated bfloat16: 5.5x) decides alone.
+PRECISION_TIMING_ROUNDS = 3
+PRECISION_CLEAR_RATIO = 1.5
+
+
+def choose_precision(step_seconds: dict[str, float]) -> str:
+    """The policy `mixed_precision="auto"` trains in, from the seconds a training step took in
+    "float32" and in the mixed policy (the one other key; each its fastest timing round): the
+    mixed one only when it took at most PRECISION_SPEEDUP_REQUIRED of float32's time.
+
+    Measured on the `cpu` profile's network: 1.21x faster in bfloat16 on an AMD EPYC Zen 4
+    (AVX512-BF16), 5.5x slower on an AMD EPYC without it (oneDNN emulates bfloat16), 1.3x slower on
+    an Intel CPU with AVX512-BF16 but no AMX (benchmarks/README.md, "Precision")."""
+    mixed = [policy for policy in step_seconds if policy != "float32"]
+    if "float32" not in step_seconds or len(mixed) != 1:
+        raise ValueError(f"choose_precision: expected float32 and one mixed policy, got {sorted(step_seconds)}")
+    fast_enough = step_seconds[mixed[0]] <= PRECISION_SPEEDUP_REQUIRED * step_seconds["float32"]
+    return mixed[0] if fast_enough else "float32"
 
 
 def is_finished(run_dir, config: Config) -> bool:
@@ -222,6 +251,7 @@ class _Session:
             self.calibration = None
             self.budget_plan = []
         self.budget_exhausted = bool(self.state.get("budget_exhausted", False))
+        self.precision_timing = self.state.get("precision_timing")  # mixed_precision="auto"
 
     # ---- data ------------------------------------------------------------------------------------
     def _val_selection(self, val_idx):
@@ -379,12 +409,53 @@ class _Session:
                                - sum(float(row.get("seconds") or 0) for row in self.history))
         if self.calibration and self.history:
             self.budget_started -= float(self.calibration.get("calibration_seconds", 0.0))
+        if self.precision_timing and self.history:
+            self.budget_started -= float(self.precision_timing.get("seconds", 0.0))
         # Model, optimizer, metrics and checkpoint restore all under the strategy's scope, so
         # their variables are mirrored across replicas (the default strategy: one device).
         with self.strategy.scope():
+            if self.config.mixed_precision == "auto":
+                # A resumed run keeps the precision its checkpoint was trained in.
+                policy = self.state.get("dtype_policy") or self._choose_precision(start_epoch)
+                keras.mixed_precision.set_global_policy(policy)
             if self.config.time_budget_minutes and not self.steps_per_epoch:
                 self._calibrate(start_epoch)
             self._fit_segments(start_epoch, probe)
+
+    def _choose_precision(self, start_epoch) -> str:
+        """config.mixed_precision == "auto": time throw-away copies of the first phase's model in
+        float32 and in the mixed policy on the real input (as the calibration times its steps), in
+        interleaved rounds, and return the faster by `choose_precision` on each policy's fastest
+        round; the timings go into the checkpoint and training.json (`precision_timing`)."""
+        c = self.config
+        segment = self._segment(start_epoch)
+        began = time.time()
+        models = {}
+        for policy in ("float32", mixed_precision_policy()):
+            keras.mixed_precision.set_global_policy(policy)
+            embedding = (features.build_feature_head(c, self.inputs.shape[-1], name="embedding")
+                         if self.on_features else self._embedding_for(segment))
+            models[policy] = self._build_training_model(embedding, segment)
+        rounds = {policy: [] for policy in models}
+        for _ in range(PRECISION_TIMING_ROUNDS):
+            for policy, model in models.items():
+                keras.mixed_precision.set_global_policy(policy)
+                rounds[policy].append(self._time_steps(model, segment, start_epoch)[0])
+            fastest = {policy: min(times) for policy, times in rounds.items()}
+            ratio = max(fastest.values()) / min(fastest.values())
+            if ratio >= PRECISION_CLEAR_RATIO:  # (emulated bfloat16: no need to time it again)
+                break
+        del models
+        chosen = choose_precision(fastest)
+        keras.utils.set_random_seed(c.seed)  # the real model starts as it would without the timing
+        self.precision_timing = dict(step_seconds={k: round(v, 4) for k, v in fastest.items()},
+                                     rounds={k: [round(t, 4) for t in v] for k, v in rounds.items()},
+                                     chosen=chosen, seconds=round(time.time() - began, 1))
+        if self.progress:
+            timed = ", ".join(f"{policy} {t:.3f} s" for policy, t in fastest.items())
+            print(f"precision: a step takes {timed} on this machine (fastest of {len(rounds['float32'])} "
+                  f"rounds) -> {chosen}", flush=True)
+        return chosen
 
     def _calibrate(self, start_epoch):
         """Set steps_per_epoch from the time budget (`tinymatch.budget`): time a few steps of a
@@ -712,6 +783,9 @@ class _Session:
         if self.config.time_budget_minutes:
             state.update(steps_per_epoch=self.steps_per_epoch, calibration=self.calibration,
                          budget_plan=self.budget_plan)
+        if self.config.mixed_precision == "auto":
+            state.update(dtype_policy=keras.mixed_precision.global_policy().name,
+                         precision_timing=self.precision_timing)
         with atomic_path(self.paths.checkpoint) as tmp:
             tmp.mkdir()
             model.save(tmp / self.paths.checkpoint_model.name)
@@ -731,6 +805,7 @@ class _Session:
             val_selection_images=len(self.val_images), val_pairs=len(self.val_pairs),
             strategy=self.config.strategy, replicas=self.replicas, global_batch=self.global_batch,
             dtype_policy=keras.mixed_precision.global_policy().name,
+            **({"precision_timing": self.precision_timing} if self.precision_timing else {}),
             epoch_seconds=round(epoch_seconds, 1), wall_seconds=round(epoch_seconds + overhead, 1),
             fit_teardown_seconds=self.fit_teardown_seconds, **self._budget_summary())
 
@@ -865,5 +940,7 @@ def _finished_result(run_dir):
 
 # store_weights_at_half_precision: re-exported for `tinymatch half-precision` (lives in model_files).
 __all__ = ["train", "is_finished", "TrainResult", "ConfigMismatchError", "TrainingFailedError",
-           "WorkerLostError", "mixed_precision_policy", "store_weights_at_half_precision",
+           "WorkerLostError", "mixed_precision_policy", "choose_precision", "PRECISION_SPEEDUP_REQUIRED",
+           "PRECISION_TIMING_ROUNDS", "PRECISION_CLEAR_RATIO",
+           "store_weights_at_half_precision",
            "val_selection_indices", "val_selection_pairs", "warmup_head"]

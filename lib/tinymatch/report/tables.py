@@ -413,7 +413,9 @@ def model_label(config: Config) -> str:
               else f" @{config.image_size} px")
     if config.backbone == "compact" and config.stem_stride == 2:
         label += ", stride-2 stem"
-    return label + (", mixed precision" if config.mixed_precision else "")
+    # (a recipe's label: "auto" is one recipe whichever precision the machine then chose)
+    precision = {True: ", mixed precision", "auto": ", precision chosen by timing"}
+    return label + precision.get(config.mixed_precision, "")
 
 
 def warmup_label(config: Config) -> str:

@@ -364,10 +364,26 @@ def optimisation_markdown(run: Mapping[str, Any]) -> str:
     if config.triplet_softmax_weight:
         text += (f" The classification loss stays on in the triplet phase at weight "
                  f"{config.triplet_softmax_weight:g} beside the triplet loss (same classifier).")
-    if config.mixed_precision:
+    if config.mixed_precision is True:
         text += (" Mixed precision is on: float16 compute on a GPU, bfloat16 on a CPU (variables, loss and "
                  "embeddings stay float32).")
+    elif config.mixed_precision == "auto":
+        text += " " + precision_sentence(training)
     return text
+
+
+def precision_sentence(training: Mapping[str, Any]) -> str:
+    """How `mixed_precision="auto"` chose the precision the run trained in (its training.json)."""
+    timing = training.get("precision_timing") or {}
+    seconds = timing.get("step_seconds") or {}
+    chosen = training.get("dtype_policy") or timing.get("chosen")
+    if not seconds or not chosen:
+        return "The precision is chosen by timing a few training steps in each; this run recorded no timing."
+    timed = " and ".join(f"{t:.3f} s in {policy}" for policy, t in seconds.items())
+    kept = ("float32" if chosen == "float32"
+            else f"{chosen} (half-precision compute; variables, loss and embeddings stay float32)")
+    return (f"The precision was chosen by timing a few training steps in each on the training machine: a step took "
+            f"{timed}, so the run trained in {kept}.")
 
 
 def time_budget_sentence(config, training: Mapping[str, Any]) -> str:
@@ -1267,5 +1283,6 @@ __all__ = ["key_numbers", "report_title", "title_block", "training_recipe", "pha
            "verification_markdown", "confusion_markdown", "retrieval_chance", "retrieval_markdown",
            "loss_comparison_markdown", "transfer_markdown", "IMAGENET_OVERLAP_CAVEAT", "projector_markdown",
            "embedding_map_caption", "config_markdown", "stage_seconds", "rerender_command",
-           "reproducibility_markdown", "backbone_costs_markdown", "training_images_per_second", "budget_steps", "REPEAT_FREE_FIELDS", "REPEAT_MAX_STEP_RATIO", "repeat_runs", "seed_spread_sentence",
+           "reproducibility_markdown", "backbone_costs_markdown", "training_images_per_second", "budget_steps",
+           "REPEAT_FREE_FIELDS", "REPEAT_MAX_STEP_RATIO", "repeat_runs", "seed_spread_sentence", "precision_sentence",
            "conclusion_markdown", "REFERENCES", "cite", "bibliography_markdown"]
