@@ -642,6 +642,6 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
     ),
 }
 
-__all__ = ["Config", "ConfigError", "PROFILES", "EFFICIENTNET_LITE_BACKBONES", "STRATEGIES", "PRECISION_CHOICES", "FLIP_MODES", "OPTIMIZERS",
-           "LR_SCHEDULES", "METADATA_KEYS", "resolve_data_path", "part_sizes",
+__all__ = ["Config", "ConfigError", "PROFILES", "EFFICIENTNET_LITE_BACKBONES", "STRATEGIES", "PRECISION_CHOICES",
+           "FLIP_MODES", "OPTIMIZERS", "LR_SCHEDULES", "METADATA_KEYS", "resolve_data_path", "part_sizes",
            "unseen_class_counts", "unseen_train_class_count"]

@@ -416,11 +416,17 @@ class _Session:
         with self.strategy.scope():
             if self.config.mixed_precision == "auto":
                 # A resumed run keeps the precision its checkpoint was trained in.
-                policy = self.state.get("dtype_policy") or self._choose_precision(start_epoch)
+                policy = (self.precision_timing or {}).get("chosen") or self._choose_precision(start_epoch)
                 keras.mixed_precision.set_global_policy(policy)
             if self.config.time_budget_minutes and not self.steps_per_epoch:
                 self._calibrate(start_epoch)
             self._fit_segments(start_epoch, probe)
+
+    def _throwaway_embedding(self, segment):
+        """A fresh embedding model of `segment` (a feature head on cached features) for timing."""
+        if self.on_features:
+            return features.build_feature_head(self.config, self.inputs.shape[-1], name="embedding")
+        return self._embedding_for(segment)
 
     def _choose_precision(self, start_epoch) -> str:
         """config.mixed_precision == "auto": time throw-away copies of the first phase's model in
@@ -433,9 +439,7 @@ class _Session:
         models = {}
         for policy in ("float32", mixed_precision_policy()):
             keras.mixed_precision.set_global_policy(policy)
-            embedding = (features.build_feature_head(c, self.inputs.shape[-1], name="embedding")
-                         if self.on_features else self._embedding_for(segment))
-            models[policy] = self._build_training_model(embedding, segment)
+            models[policy] = self._build_training_model(self._throwaway_embedding(segment), segment)
         rounds = {policy: [] for policy in models}
         for _ in range(PRECISION_TIMING_ROUNDS):
             for policy, model in models.items():
@@ -464,8 +468,7 @@ class _Session:
         segment = self._segment(start_epoch)
         self.steps_per_epoch = 1000  # (the throw-away model's schedule length; never trained out)
         began = time.time()
-        embedding = (features.build_feature_head(c, self.inputs.shape[-1], name="embedding")
-                     if self.on_features else self._embedding_for(segment))
+        embedding = self._throwaway_embedding(segment)
         model = self._build_training_model(embedding, segment)
         step_seconds, trace_seconds = self._time_steps(model, segment, start_epoch)
         # Progressive resizing: a step of each other image size, on a throw-away model of its own.
@@ -783,9 +786,8 @@ class _Session:
         if self.config.time_budget_minutes:
             state.update(steps_per_epoch=self.steps_per_epoch, calibration=self.calibration,
                          budget_plan=self.budget_plan)
-        if self.config.mixed_precision == "auto":
-            state.update(dtype_policy=keras.mixed_precision.global_policy().name,
-                         precision_timing=self.precision_timing)
+        if self.precision_timing:  # (mixed_precision="auto": its choice, kept by a resumed run)
+            state.update(precision_timing=self.precision_timing)
         with atomic_path(self.paths.checkpoint) as tmp:
             tmp.mkdir()
             model.save(tmp / self.paths.checkpoint_model.name)
