@@ -30,9 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from run_validation import main_over_runs, run_validation, trained_embedding
-
-COHORT_IMAGES = 15_000  # a fifth of the joint protocol's training part
+from run_validation import embed_val_and_cohort, main_over_runs, run_validation
 NEIGHBOURS = (50, 200, 1000)
 TEMPERATURE_SCALES = (10, 20, 40)
 POSTERIOR_WEIGHTS = (0.3, 1.0)
@@ -57,16 +55,8 @@ def score_run(run_dir: Path) -> dict:
 
     validation = run_validation(run_dir)
     config, dataset, pairs = validation.config, validation.dataset, validation.pairs
-    training = validation.splits.indices(config.protocol, "train")
-    cohort = np.sort(np.random.default_rng(config.seed).permutation(training)[:COHORT_IMAGES])
-    model = trained_embedding(run_dir, flip_averaged=True)  # as evaluated
-
-    def embed(images):
-        return np.asarray(model.predict(images, batch_size=500, verbose=0))
-
-    val = embed(validation.images)
-    cohort_embeddings = embed(np.asarray(dataset.images[cohort], np.float32))
-    cohort_labels = np.asarray(dataset.labels[cohort])
+    embedded = embed_val_and_cohort(run_dir, validation)
+    val, cohort_embeddings, cohort_labels = embedded.val, embedded.cohort, embedded.cohort_labels
     first, second = pairs.first, pairs.second
     cosine = np.sum(val[first] * val[second], axis=1)
 

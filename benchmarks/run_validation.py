@@ -2,7 +2,8 @@
 pairs (the ones its training picked its epoch on: `tinymatch.train`), its trained embedding, and a
 command line that scores each run directory it is given.
 
-Used by `preprojection_auc.py`, `test_time_views.py` and `cohort_scores.py`. None of them touches a
+Used by `preprojection_auc.py`, `test_time_views.py`, `cohort_scores.py` and
+`whitening_scores.py`. None of them touches a
 test part, so their answers can steer a choice.
 """
 
@@ -57,6 +58,33 @@ def trained_embedding(run_dir: Path, flip_averaged: bool):
     if not flip_averaged and "embedding" in [layer.name for layer in model.layers]:
         model = model.get_layer("embedding")
     return model
+
+
+COHORT_IMAGES = 15_000  # a fifth of the joint protocol's training part
+
+
+@dataclass(frozen=True)
+class CohortEmbeddings:
+    val: np.ndarray  # the validation selection's embeddings (flip-averaged, as evaluated)
+    cohort: np.ndarray  # those of a seeded sample of the run's training images
+    cohort_labels: np.ndarray
+
+
+def embed_val_and_cohort(run_dir: Path, validation: RunValidation,
+                         cohort_images: int = COHORT_IMAGES) -> CohortEmbeddings:
+    """The run's trained embedding (as evaluated) of its validation selection and of a seeded
+    sample of `cohort_images` of its training part (never a val or test image)."""
+    config, dataset = validation.config, validation.dataset
+    training = validation.splits.indices(config.protocol, "train")
+    cohort = np.sort(np.random.default_rng(config.seed).permutation(training)[:cohort_images])
+    model = trained_embedding(run_dir, flip_averaged=True)
+
+    def embed(images):
+        return np.asarray(model.predict(images, batch_size=500, verbose=0))
+
+    return CohortEmbeddings(embed(validation.images),
+                            embed(np.asarray(dataset.images[cohort], np.float32)),
+                            np.asarray(dataset.labels[cohort]))
 
 
 def print_scores(run_dir: Path, scores: dict, seconds: float) -> None:

@@ -245,6 +245,13 @@ def test_a_warmup_margin_needs_the_cosface_head():
     assert Config.from_profile("smoke", warmup_head="cosface", warmup_margin=0.2).warmup_margin == 0.2
 
 
+def test_weight_decay_needs_an_optimizer_that_applies_it():
+    with pytest.raises(ConfigError, match="weight_decay=0.01 needs config.optimizer 'adamw' or 'sgd'"):
+        Config.from_profile("smoke", weight_decay=0.01)
+    for optimizer in ("adamw", "sgd"):
+        assert Config.from_profile("smoke", optimizer=optimizer, weight_decay=0.01).weight_decay == 0.01
+
+
 # --- split counts -----------------------------------------------------------------------------------
 
 def test_too_few_images_per_class_for_validation_positives_is_an_error():

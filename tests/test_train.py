@@ -110,6 +110,20 @@ def test_optimizer_schedule_peaks_at_the_requested_rate():
     assert float(np.asarray(default)) == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize("weight_decay, expected", [(0.0, 1.0), (0.05, 1 - 1e-4 * 0.05)])
+def test_sgd_takes_the_configured_weight_decay(weight_decay, expected):
+    """SGD's decay is Keras' decoupled one: with a zero gradient, one step at rate r shrinks each
+    weight by r x decay (the warm-up's first rate is a tenth of the peak), and none without it."""
+    import keras
+
+    config = Config.from_profile("smoke", optimizer="sgd", learning_rate=1e-3,
+                                 weight_decay=weight_decay)
+    optimizer = _optimizer(config, total_steps=100)
+    weight = keras.Variable(np.ones(3, "float32"))
+    optimizer.apply_gradients([(np.zeros(3, "float32"), weight)])
+    np.testing.assert_allclose(np.asarray(weight), expected, rtol=1e-6)
+
+
 def test_one_input_pipeline_per_phase_and_flip_averaged_outputs(tmp_path, synthetic_dir, monkeypatch):
     """Epochs of one phase share a fit and an input iterator (destroying a tf.data iterator could
     stall for a minute), and the history still has one row per epoch."""

@@ -151,6 +151,8 @@ class Config:
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 0.0  # triplet-phase peak LR after a warm-up; 0 = learning_rate
     lr_schedule: str = "cosine"  # cosine | linear (to zero) | onecycle | constant: tinymatch.schedules
+    # Decoupled weight decay (Keras': each step takes lr x decay of every weight) of `adamw`
+    # (0 = 1e-4 there) and `sgd` (0 = none); `adam` takes none, so a decay with it is an error.
     weight_decay: float = 0.0
     # Exponential moving average of the trainable weights (0 = off, e.g. 0.999): validation,
     # the best model and model.keras use the averaged weights; training continues on the raw ones.
@@ -229,6 +231,9 @@ class Config:
         if self.warmup_margin and self.warmup_head != "cosface":
             raise ConfigError(f"config.warmup_margin={self.warmup_margin!r} needs "
                               "config.warmup_head='cosface' (the normface head has no margin)")
+        if self.weight_decay and self.optimizer == "adam":
+            raise ConfigError(f"config.weight_decay={self.weight_decay!r} needs config.optimizer "
+                              "'adamw' or 'sgd' (plain Adam here takes no weight decay)")
         if self.warmup_image_size and not 32 <= self.warmup_image_size:
             raise ConfigError(f"config.warmup_image_size={self.warmup_image_size}: must be 0 (the "
                               "warm-up at image_size) or >= 32")

@@ -102,8 +102,9 @@ NOT_YET_SEARCHABLE = (
                                            "phase change (warmup_image_size); a size per epoch "
                                            "needs a Config field and one schedule across sizes"),
     ("batchnorm_lr_multiplier", "higher learning rate for BatchNorm parameters: needs a Config field"),
-    ("sgd learning-rate range", "SGD with Nesterov momentum exists (optimizer='sgd') but wants "
-                                "~10x Adam's rates: a separate study or a conditional LR range"),
+    ("sgd learning-rate range", "SGD with Nesterov momentum (optimizer='sgd', with weight_decay) "
+                                "wants ~10x Adam's rates: a separate study or a conditional LR "
+                                "range; at full length it tied Adam (benchmarks/README.md)"),
 )
 
 
