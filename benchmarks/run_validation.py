@@ -3,8 +3,7 @@ pairs (the ones its training picked its epoch on: `tinymatch.train`), its traine
 command line that scores each run directory it is given.
 
 Used by `preprojection_auc.py`, `test_time_views.py`, `cohort_scores.py` and
-`whitening_scores.py`. None of them touches a
-test part, so their answers can steer a choice.
+`whitening_scores.py`. None of them touches a test part, so their answers can steer a choice.
 """
 
 from __future__ import annotations
