@@ -35,26 +35,35 @@ WHITENING_SHRINKAGE = (0.1, 1.0)
 WCCN_SHRINKAGE = (0.1, 0.3, 0.6)
 
 
-def pca_whitening(vectors: np.ndarray, power: float, shrinkage: float):
-    """(mean, matrix) such that `(x - mean) @ matrix` is `x` whitened to `power` (1: full)."""
-    mean = vectors.mean(axis=0)
-    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(vectors - mean, rowvar=False))
+def covariance_eigen(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues, eigenvectors) of the rows' covariance: one decomposition serves every
+    whitening power and shrinkage."""
+    return np.linalg.eigh(np.cov(vectors, rowvar=False))
+
+
+def pca_whitening(eigen: tuple[np.ndarray, np.ndarray], power: float, shrinkage: float) -> np.ndarray:
+    """The matrix that whitens centred rows to `power` (1: full) over the covariance's `eigen`."""
+    eigenvalues, eigenvectors = eigen
     eigenvalues = np.clip(eigenvalues, 0, None) + shrinkage * eigenvalues.mean()
-    return mean, eigenvectors * eigenvalues ** (-power / 2)
+    return eigenvectors * eigenvalues ** (-power / 2)
 
 
-def within_class_normalisation(vectors: np.ndarray, labels: np.ndarray, shrinkage: float):
-    """(mean, matrix) such that `(x - mean) @ matrix` is `W^-1/2 (x - mean)`, `W` the covariance
-    around the class means shrunk towards its mean eigenvalue."""
-    mean = vectors.mean(axis=0)
+def within_class_covariance(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The rows' covariance around their class means."""
     centred = vectors.copy()
     for label in np.unique(labels):
         members = labels == label
         centred[members] -= vectors[members].mean(axis=0)
-    within = centred.T @ centred / len(vectors)
-    within = (1 - shrinkage) * within + shrinkage * np.trace(within) / len(within) * np.eye(len(within))
-    eigenvalues, eigenvectors = np.linalg.eigh(within)
-    return mean, eigenvectors * np.clip(eigenvalues, 1e-12, None) ** -0.5
+    return centred.T @ centred / len(vectors)
+
+
+def within_class_normalisation(within: np.ndarray, shrinkage: float) -> np.ndarray:
+    """The matrix `W^-1/2` for the within-class covariance `within` shrunk towards its mean
+    eigenvalue by `shrinkage`."""
+    dimension = len(within)
+    shrunk = (1 - shrinkage) * within + shrinkage * np.trace(within) / dimension * np.eye(dimension)
+    eigenvalues, eigenvectors = np.linalg.eigh(shrunk)
+    return eigenvectors * np.clip(eigenvalues, 1e-12, None) ** -0.5
 
 
 def score_run(run_dir: Path) -> dict:
@@ -68,30 +77,33 @@ def score_run(run_dir: Path) -> dict:
     labels = np.asarray(dataset.labels[validation.chosen])
     training_mean = cohort_embeddings.mean(axis=0)
 
+    centred_val = val - training_mean
     plain, shipped = "cosine (as evaluated)", "training mean (as shipped)"
-    vectors_of = {plain: val, "centred": unit(val - training_mean)}
+    vectors_of = {plain: val, "centred": unit(centred_val)}
+    eigen = covariance_eigen(cohort_embeddings)
     for power in WHITENING_POWERS:
         for shrinkage in WHITENING_SHRINKAGE:
-            mean, matrix = pca_whitening(cohort_embeddings, power, shrinkage)
-            vectors_of[f"PCA whitening, power {power}, shrinkage {shrinkage}"] = unit((val - mean) @ matrix)
+            vectors_of[f"PCA whitening, power {power}, shrinkage {shrinkage}"] = unit(
+                centred_val @ pca_whitening(eigen, power, shrinkage))
+    within = within_class_covariance(cohort_embeddings, cohort_labels)
     for shrinkage in WCCN_SHRINKAGE:
-        mean, matrix = within_class_normalisation(cohort_embeddings, cohort_labels, shrinkage)
-        vectors_of[f"WCCN, shrinkage {shrinkage}"] = unit((val - mean) @ matrix)
+        vectors_of[f"WCCN, shrinkage {shrinkage}"] = unit(
+            centred_val @ within_class_normalisation(within, shrinkage))
 
+    # The shipped scoring, on float32 vectors as tinymatch.metrics gets them.
+    val32, training_mean32 = embedded.val, training_mean.astype(np.float32)
     first, second = pairs.first, pairs.second
     similarity_of = {name: np.sum(v[first] * v[second], axis=1) for name, v in vectors_of.items()}
-    similarity_of[shipped] = 1 - pair_distances(val.astype(np.float32), pairs, "angular",
-                                                training_mean=training_mean.astype(np.float32))
+    similarity_of[shipped] = 1 - pair_distances(val32, pairs, "angular", training_mean=training_mean32)
 
     def auc(similarity, mask=slice(None)):  # roc_auc takes distances: smaller = more alike
         return round(roc_auc(-similarity[mask], pairs.same[mask]), 4)
 
     def precision_at_1(name):
-        if name == shipped:
-            return retrieval_metrics(val.astype(np.float32), labels, distance_metric="angular",
-                                     training_mean=training_mean.astype(np.float32))["precision_at_1"]
-        return retrieval_metrics(vectors_of[name].astype(np.float32), labels,
-                                 distance_metric="angular")["precision_at_1"]
+        vectors, mean = ((val32, training_mean32) if name == shipped
+                         else (vectors_of[name].astype(np.float32), None))
+        return retrieval_metrics(vectors, labels, distance_metric="angular",
+                                 training_mean=mean)["precision_at_1"]
 
     scores = {name: (auc(similarity), round(precision_at_1(name), 4))
               for name, similarity in similarity_of.items()}
